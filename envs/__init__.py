@@ -1,0 +1,57 @@
+"""Gymnasium environments (MuJoCo physics) and their privileged experts.
+
+Importing this package registers every task id with Gymnasium. The entry points are strings,
+so a task's module (and MuJoCo's GL context) is only loaded when that task is made.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Headless rendering on CPU: EGL (Mesa llvmpipe) unless the user chose a backend.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from typing import Any, Protocol  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+from imitlab.errors import ImitlabError  # noqa: E402
+
+#: Task id -> entry point; every id here is registered with Gymnasium on import.
+TASKS: dict[str, str] = {
+    "imitlab/LaneFollow-v0": "imitlab.envs.driving:LaneFollowEnv",
+    "imitlab/Reach-v0": "imitlab.envs.manipulation:ReachEnv",
+    "imitlab/Push-v0": "imitlab.envs.manipulation:PushEnv",
+    "imitlab/PickPlace-v0": "imitlab.envs.manipulation:PickPlaceEnv",
+}
+
+for _env_id, _entry_point in TASKS.items():
+    if _env_id not in gym.registry:
+        gym.register(id=_env_id, entry_point=_entry_point)
+
+
+class Expert(Protocol):
+    """A privileged controller bound to one env instance: it may read the true simulator state."""
+
+    def reset(self) -> None:
+        """Forget per-episode state; call after every ``env.reset``."""
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The expert's action for the env's current state, float32 in the action space."""
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make`` with a one-line error for an unknown id instead of a traceback."""
+    if env_id not in TASKS:
+        known = ", ".join(sorted(TASKS))
+        raise ImitlabError(f"unknown env id {env_id!r}; known ids: {known}")
+    return gym.make(env_id, **kwargs)
+
+
+def make_expert(env: gym.Env) -> Expert:
+    """The privileged expert of ``env``'s task (every imitlab env defines ``make_expert``)."""
+    return env.unwrapped.make_expert()
+
+
+__all__ = ["TASKS", "Expert", "make_env", "make_expert"]

@@ -1,0 +1,1 @@
+"""imitlab: expert demos to validated, deployable policies in MuJoCo."""
