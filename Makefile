@@ -1,0 +1,33 @@
+# Two entry points for a fresh clone: `make quickstart` (the whole pipeline) and `make test`.
+# Both create .venv if missing and install torch 2.13.0 (CPU build) before the project, because a plain
+# torch requirement with nothing installed pulls a multi-GB CUDA build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+
+.PHONY: setup setup-test quickstart test bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+setup: $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+
+setup-test: $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+
+quickstart: setup
+	$(VENV)/bin/imitlab quickstart
+
+test: setup-test
+	$(PY) -m pytest -q
+
+bench: setup-test
+	$(PY) benchmarks/bench_env.py
+	$(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,242 @@
+"""The on-disk demonstration format: a folder of one-episode HDF5 files plus a JSON header.
+
+Layout (format ``imitlab-demos``, version 1)::
+
+    <dataset>/
+      dataset.json                 env id, constructor kwargs, observation/action spaces, format version
+      episodes/demo_000000.hdf5    one episode per file (robomimic's per-demo layout):
+          obs/<key>                (T, ...) one dataset per observation key; images uint8 (T, H, W, 3),
+                                   gzip-compressed (lossless), chunked by frames; state float32 (T, D)
+          actions                  (T, A) float32, the label to imitate (the clean expert action)
+          executed_actions         (T, A) float32, what was sent to the env (differs under DART noise)
+          rewards                  (T,) float32
+          dones                    (T,) uint8, 1 on the last step
+          attrs                    seed, source, noise_std, success, return, length, terminated,
+                                   truncated, env_id, env_kwargs (JSON)
+
+Why one file per episode: an episode is written to ``.demo_N.hdf5.tmp`` and renamed into place once
+complete, so a crash (even SIGKILL) loses at most the episode in progress and never corrupts the ones
+already written. Readers skip ``.tmp`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from imitlab.errors import ImitlabError
+
+FORMAT = "imitlab-demos"
+FORMAT_VERSION = 1
+HEADER = "dataset.json"
+EPISODE_DIR = "episodes"
+_EPISODE_NAME = re.compile(r"^demo_(\d{6,})\.hdf5$")
+
+
+def space_to_json(space: spaces.Space) -> dict[str, Any]:
+    """A JSON description of a Box or Dict space (what a dataset, a policy and a bundle record)."""
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_json(s) for k, s in space.spaces.items()}}
+    if isinstance(space, spaces.Box):
+        low, high = np.unique(space.low), np.unique(space.high)
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": float(low[0]) if low.size == 1 else space.low.tolist(),
+            "high": float(high[0]) if high.size == 1 else space.high.tolist(),
+        }
+    raise ImitlabError(f"unsupported space for a dataset: {space}")
+
+
+def space_from_json(desc: dict[str, Any]) -> spaces.Space:
+    """Inverse of :func:`space_to_json`."""
+    if desc["type"] == "Dict":
+        return spaces.Dict({k: space_from_json(v) for k, v in desc["spaces"].items()})
+    dtype = np.dtype(desc["dtype"])
+    low = np.asarray(desc["low"], dtype=dtype) if isinstance(desc["low"], list) else desc["low"]
+    high = np.asarray(desc["high"], dtype=dtype) if isinstance(desc["high"], list) else desc["high"]
+    return spaces.Box(low=low, high=high, shape=tuple(desc["shape"]), dtype=dtype)
+
+
+@dataclass
+class Episode:
+    """One demonstration, fully in memory."""
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    executed_actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def _write_atomic_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def write_episode_file(path: Path, episode: Episode) -> None:
+    """Write one episode HDF5 file atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as f:
+        obs = f.create_group("obs")
+        for key, value in episode.obs.items():
+            if value.dtype == np.uint8 and value.ndim == 4:
+                chunk = (min(len(value), 16), *value.shape[1:])
+                obs.create_dataset(key, data=value, chunks=chunk, compression="gzip", compression_opts=4)
+            else:
+                obs.create_dataset(key, data=value)
+        f.create_dataset("actions", data=episode.actions.astype(np.float32))
+        f.create_dataset("executed_actions", data=episode.executed_actions.astype(np.float32))
+        f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+        f.create_dataset("dones", data=episode.dones.astype(np.uint8))
+        for key, value in episode.attrs.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+    os.replace(tmp, path)
+
+
+def read_episode_file(path: Path) -> Episode:
+    """Read one episode file; any HDF5 or layout problem becomes an ImitlabError naming the file."""
+    try:
+        with h5py.File(path, "r") as f:
+            obs = {key: f["obs"][key][()] for key in f["obs"]}
+            attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+            episode = Episode(
+                obs=obs,
+                actions=f["actions"][()],
+                executed_actions=f["executed_actions"][()],
+                rewards=f["rewards"][()],
+                dones=f["dones"][()],
+                attrs=attrs,
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise ImitlabError(f"corrupt episode file {path}: {exc}") from None
+    lengths = {len(v) for v in episode.obs.values()} | {len(episode.actions), len(episode.rewards)}
+    if len(lengths) != 1:
+        raise ImitlabError(f"corrupt episode file {path}: arrays have different lengths {sorted(lengths)}")
+    return episode
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "{[":
+        return json.loads(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class DemoDataset:
+    """A dataset folder: the header plus the episode files that were completely written."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        header_path = self.path / HEADER
+        if not self.path.exists():
+            raise ImitlabError(f"dataset not found: {self.path}")
+        if not header_path.is_file():
+            raise ImitlabError(f"not an imitlab dataset (no {HEADER}): {self.path}")
+        try:
+            self.header: dict[str, Any] = json.loads(header_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ImitlabError(f"corrupt dataset header {header_path}: {exc}") from None
+        if self.header.get("format") != FORMAT:
+            raise ImitlabError(f"{header_path} is not an {FORMAT} header (format={self.header.get('format')!r})")
+        if self.header.get("format_version", 0) > FORMAT_VERSION:
+            raise ImitlabError(f"{header_path}: format version {self.header['format_version']} is newer than this imitlab")
+
+    @property
+    def env_id(self) -> str:
+        return self.header["env_id"]
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        return dict(self.header.get("env_kwargs", {}))
+
+    @property
+    def observation_space(self) -> spaces.Dict:
+        return space_from_json(self.header["observation_space"])  # type: ignore[return-value]
+
+    @property
+    def action_space(self) -> spaces.Box:
+        return space_from_json(self.header["action_space"])  # type: ignore[return-value]
+
+    def episode_paths(self) -> list[Path]:
+        """Completed episode files in index order."""
+        folder = self.path / EPISODE_DIR
+        if not folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _EPISODE_NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def __len__(self) -> int:
+        return len(self.episode_paths())
+
+    def episodes(self) -> Iterator[Episode]:
+        for path in self.episode_paths():
+            yield read_episode_file(path)
+
+    def episode_attrs(self) -> list[dict[str, Any]]:
+        """Per-episode metadata without reading the arrays."""
+        out = []
+        for path in self.episode_paths():
+            try:
+                with h5py.File(path, "r") as f:
+                    out.append({"file": path.name, **{k: _decode_attr(v) for k, v in f.attrs.items()}})
+            except OSError as exc:
+                raise ImitlabError(f"corrupt episode file {path}: {exc}") from None
+        return out
+
+
+class DemoWriter:
+    """Appends episodes to a dataset folder (creating it, or extending one recorded for the same env)."""
+
+    def __init__(self, path: str | Path, env_id: str, env_kwargs: dict[str, Any],
+                 observation_space: spaces.Dict, action_space: spaces.Box):
+        self.path = Path(path)
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "observation_space": space_to_json(observation_space),
+            "action_space": space_to_json(action_space),
+        }
+        if (self.path / HEADER).exists():
+            existing = DemoDataset(self.path).header
+            for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
+                if existing.get(key) != header[key]:
+                    raise ImitlabError(
+                        f"{self.path} holds demos with a different {key}; record into a new folder instead"
+                    )
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise ImitlabError(f"{self.path} exists and is not an imitlab dataset; choose an empty or new folder")
+            (self.path / EPISODE_DIR).mkdir(parents=True, exist_ok=True)
+            _write_atomic_json(self.path / HEADER, header)
+        (self.path / EPISODE_DIR).mkdir(exist_ok=True)
+        paths = DemoDataset(self.path).episode_paths()
+        self._next_index = int(_EPISODE_NAME.match(paths[-1].name).group(1)) + 1 if paths else 0
+
+    def append(self, episode: Episode) -> Path:
+        """Write ``episode`` as the next demo file; returns its path."""
+        path = self.path / EPISODE_DIR / f"demo_{self._next_index:06d}.hdf5"
+        write_episode_file(path, episode)
+        self._next_index += 1
+        return path

@@ -1,0 +1,103 @@
+"""Run an expert (optionally with DART noise) for N seeded episodes and append them to a dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from imitlab.demos.dataset import DemoWriter, Episode
+from imitlab.envs import make_env, make_expert
+
+#: Maps an observation to an action (an expert's ``act``, a policy's ``predict``, a human's keys).
+ActionSource = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass
+class RecordSummary:
+    """What a recording run wrote."""
+
+    path: Path
+    episodes: int
+    steps: int
+    successes: int
+
+
+def collect_episode(env: gym.Env, act: ActionSource, seed: int, noise_std: float = 0.0,
+                    on_reset: Callable[[], None] | None = None) -> Episode:
+    """Roll out one episode from ``seed``.
+
+    DART (Laskey et al. 2017): the executed action is the label plus Gaussian noise, so the demos visit the
+    states a slightly wrong policy would reach; the recorded label stays the clean action, which teaches the
+    policy how to recover.
+    """
+    obs, _ = env.reset(seed=seed)
+    if on_reset is not None:
+        on_reset()
+    noise_rng = np.random.default_rng([seed, 0xDA27])
+    low, high = env.action_space.low, env.action_space.high
+    frames: dict[str, list[np.ndarray]] = {k: [] for k in obs}
+    labels, executed, rewards = [], [], []
+    terminated = truncated = False
+    info: dict[str, Any] = {}
+    while not (terminated or truncated):
+        label = np.asarray(act(obs), dtype=np.float32)
+        action = label
+        if noise_std > 0:
+            action = np.clip(label + noise_rng.normal(0.0, noise_std, label.shape), low, high).astype(np.float32)
+        for key, value in obs.items():
+            frames[key].append(value)
+        labels.append(label)
+        executed.append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(reward)
+    dones = np.zeros(len(labels), dtype=np.uint8)
+    dones[-1] = 1
+    metrics = {k: float(v) for k, v in info.items() if isinstance(v, (float, np.floating)) and k != "is_success"}
+    return Episode(
+        obs={k: np.stack(v) for k, v in frames.items()},
+        actions=np.stack(labels),
+        executed_actions=np.stack(executed),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        dones=dones,
+        attrs={
+            "seed": int(seed),
+            "success": bool(info.get("is_success", False)),
+            "return": float(np.sum(rewards)),
+            "length": len(labels),
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "noise_std": float(noise_std),
+            "final_metrics": metrics,
+        },
+    )
+
+
+def record(env_id: str, out: str | Path, episodes: int, seed_start: int = 0, noise_std: float = 0.0,
+           env_kwargs: dict[str, Any] | None = None, progress: bool = True) -> RecordSummary:
+    """Record ``episodes`` expert episodes on seeds ``seed_start, seed_start+1, ...`` into ``out``.
+
+    Each episode is on disk (atomically) before the next starts, so an interrupted run keeps what it finished.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    env = make_env(env_id, **env_kwargs)
+    try:
+        writer = DemoWriter(out, env_id, env_kwargs, env.observation_space, env.action_space)
+        expert = make_expert(env)
+        source = "noisy_expert" if noise_std > 0 else "expert"
+        steps = successes = 0
+        bar = tqdm(range(seed_start, seed_start + episodes), desc=f"record {env_id}", unit="ep", disable=not progress)
+        for seed in bar:
+            episode = collect_episode(env, expert.act, seed, noise_std, on_reset=expert.reset)
+            episode.attrs.update(source=source, env_id=env_id, env_kwargs=env_kwargs)
+            writer.append(episode)
+            steps += len(episode)
+            successes += int(episode.attrs["success"])
+            bar.set_postfix(success=f"{successes}/{bar.n + 1}", steps=steps)
+    finally:
+        env.close()
+    return RecordSummary(path=Path(out), episodes=episodes, steps=steps, successes=successes)

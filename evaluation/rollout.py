@@ -1,0 +1,150 @@
+"""Closed-loop rollouts: run an agent in several envs in lockstep and collect per-episode results.
+
+Lockstep lets a neural policy act on a batch of observations (fast during training-time validation);
+the final evaluator runs one env per worker process so that results do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from imitlab.envs import make_expert
+from imitlab.evaluation.video import annotate_frame, write_mp4
+
+
+class Agent(Protocol):
+    """Acts for a set of env slots; ``act`` gets the stacked observations of the slots still running."""
+
+    def bind(self, envs: Sequence[gym.Env]) -> None: ...
+
+    def reset(self, slot: int) -> None: ...
+
+    def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class PolicyAgent:
+    """Wraps a batched ``predict(obs_batch) -> actions`` (a torch policy or an ONNX session)."""
+
+    def __init__(self, predict: Callable[[dict[str, np.ndarray]], np.ndarray]):
+        self.predict = predict
+
+    def bind(self, envs: Sequence[gym.Env]) -> None:
+        pass
+
+    def reset(self, slot: int) -> None:
+        pass
+
+    def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.predict(obs), dtype=np.float32).reshape(len(slots), -1)
+
+
+class ExpertAgent:
+    """The task's privileged expert, one instance per env."""
+
+    def bind(self, envs: Sequence[gym.Env]) -> None:
+        self.experts = [make_expert(env) for env in envs]
+
+    def reset(self, slot: int) -> None:
+        self.experts[slot].reset()
+
+    def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.stack([self.experts[s].act({k: v[i] for k, v in obs.items()}) for i, s in enumerate(slots)])
+
+
+@dataclass
+class EpisodeResult:
+    """One closed-loop episode."""
+
+    seed: int
+    success: bool
+    episode_return: float
+    length: int
+    terminated: bool
+    metrics: dict[str, float]
+    inference_ms: float
+    """Mean time the agent took to choose one action (for a batch, divided by the batch size)."""
+    actions: list[list[float]] = field(default_factory=list)
+    video: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def aggregate_metrics(env: gym.Env, infos: list[dict[str, Any]]) -> dict[str, float]:
+    """Reduce the per-step info metrics of one episode as the env's ``METRICS`` says."""
+    spec: dict[str, str] = getattr(env.unwrapped, "METRICS", {})
+    out = {}
+    for name, how in spec.items():
+        values = np.array([float(info[name]) for info in infos if name in info])
+        if values.size == 0:
+            continue
+        out[name] = float(values[-1]) if how == "last" else float(np.mean(np.abs(values)))
+    return out
+
+
+def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], video_dir: Path | None = None,
+                 video_seeds: Sequence[int] = (), record_actions: bool = False) -> list[EpisodeResult]:
+    """Run one episode per env (``envs[i]`` from ``seeds[i]``) until all end. Videos need render_mode rgb_array."""
+    assert len(envs) == len(seeds)
+    agent.bind(envs)
+    obs = []
+    for slot, (env, seed) in enumerate(zip(envs, seeds)):
+        obs.append(env.reset(seed=int(seed))[0])
+        agent.reset(slot)
+    running = list(range(len(envs)))
+    returns = np.zeros(len(envs))
+    infos: list[list[dict[str, Any]]] = [[] for _ in envs]
+    actions: list[list[np.ndarray]] = [[] for _ in envs]
+    frames: dict[int, list[np.ndarray]] = {s: [] for s, seed in enumerate(seeds) if seed in set(video_seeds)}
+    terminated_flags = [False] * len(envs)
+    think_time = 0.0
+    think_count = 0
+    while running:
+        batch = {k: np.stack([obs[s][k] for s in running]) for k in obs[running[0]]}
+        start = time.perf_counter()
+        acts = agent.act(running, batch)
+        think_time += time.perf_counter() - start
+        think_count += len(running)
+        for i, slot in enumerate(list(running)):
+            env = envs[slot]
+            action = acts[i]
+            if slot in frames:
+                frames[slot].append(_video_frame(env, obs[slot], action, seeds[slot], len(actions[slot])))
+            obs[slot], reward, terminated, truncated, info = env.step(action)
+            returns[slot] += reward
+            infos[slot].append(info)
+            actions[slot].append(action)
+            if terminated or truncated:
+                terminated_flags[slot] = bool(terminated)
+                running.remove(slot)
+    results = []
+    for slot, (env, seed) in enumerate(zip(envs, seeds)):
+        video = None
+        if slot in frames and video_dir is not None:
+            success = bool(infos[slot][-1].get("is_success", False))
+            name = f"seed_{seed}_{'success' if success else 'failure'}.mp4"
+            video = str(write_mp4(video_dir / name, frames[slot], env.metadata.get("render_fps", 10)))
+        results.append(EpisodeResult(
+            seed=int(seed),
+            success=bool(infos[slot][-1].get("is_success", False)),
+            episode_return=float(returns[slot]),
+            length=len(infos[slot]),
+            terminated=terminated_flags[slot],
+            metrics=aggregate_metrics(env, infos[slot]),
+            inference_ms=1000.0 * think_time / max(1, think_count),
+            actions=[a.tolist() for a in actions[slot]] if record_actions else [],
+            video=video,
+        ))
+    return results
+
+
+def _video_frame(env: gym.Env, obs: dict[str, np.ndarray], action: np.ndarray, seed: int, step: int) -> np.ndarray:
+    views = [obs[k] for k in obs if k.endswith("image")]
+    labels = getattr(env.unwrapped, "ACTION_LABELS", [f"a{i}" for i in range(len(action))])
+    return annotate_frame(env.render(), views, action, labels, f"seed {seed}  step {step}")

@@ -1,0 +1,133 @@
+"""The ``imitlab`` command line: record -> train -> eval, and the quickstart that runs them all."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from imitlab.errors import ImitlabError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Record expert demos, clone them into a pretrained-CNN policy, validate it in closed loop.")
+
+
+def _parse_env_kwargs(pairs: list[str], image_size: int | None) -> dict[str, Any]:
+    """``key=value`` pairs (values parsed as JSON when they parse) -> env constructor kwargs."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ImitlabError(f"--env-arg expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            kwargs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[key] = raw
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    return kwargs
+
+
+@app.command()
+def record(
+    env: str = typer.Option(..., help="Task id, e.g. imitlab/LaneFollow-v0."),
+    out: Path = typer.Option(..., help="Dataset folder (created, or extended if it holds the same env)."),
+    episodes: int = typer.Option(50, min=1, help="Episodes to record."),
+    seed_start: int = typer.Option(0, help="First seed; episode i uses seed_start + i."),
+    noise: float = typer.Option(0.0, min=0.0, help="DART noise: std of Gaussian noise on the executed action."),
+    image_size: Optional[int] = typer.Option(None, help="Camera image size (env default if omitted)."),
+    env_arg: list[str] = typer.Option([], help="Extra env constructor argument key=value (repeatable)."),
+) -> None:
+    """Record expert demonstrations into a dataset folder."""
+    from imitlab.demos.recorder import record as run_record
+
+    summary = run_record(env, out, episodes, seed_start, noise, _parse_env_kwargs(env_arg, image_size))
+    typer.echo(f"wrote {summary.episodes} episodes ({summary.steps} steps, {summary.successes} successful) to {summary.path}")
+
+
+@app.command()
+def train(
+    dataset: Path = typer.Argument(..., help="Dataset folder written by `imitlab record`."),
+    out: Path = typer.Option(..., help="Run folder for checkpoints, logs and TensorBoard events."),
+    backbone: str = typer.Option("lite0", help="lite0 (ImageNet-pretrained EfficientNet-Lite0) or nature_cnn."),
+    pretrained: bool = typer.Option(True, help="Start lite0 from ImageNet weights."),
+    freeze_backbone: bool = typer.Option(False, help="Train only the head on cached backbone features."),
+    backbone_lr: float = typer.Option(3e-4, help="Backbone learning rate."),
+    head_lr: float = typer.Option(1e-3, help="Head learning rate."),
+    epochs: int = typer.Option(10, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    augment_shift: int = typer.Option(4, min=0, help="Random-shift augmentation padding in pixels (0: off)."),
+    eval_every: int = typer.Option(1, min=1, help="Closed-loop validation every N epochs."),
+    eval_episodes: int = typer.Option(8, min=1, help="Validation rollouts per check."),
+    patience: int = typer.Option(0, min=0, help="Early stop after N validations without improvement (0: off)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Behaviour cloning: fit a policy to a dataset; the checkpoint kept is the best in closed loop."""
+    from imitlab.training.bc import TrainConfig, train as run_train
+
+    log = run_train(TrainConfig(
+        dataset=str(dataset), out=str(out), backbone=backbone, pretrained=pretrained,
+        freeze_backbone=freeze_backbone, backbone_lr=backbone_lr, head_lr=head_lr, epochs=epochs,
+        batch_size=batch_size, augment_shift=augment_shift, eval_every=eval_every, eval_episodes=eval_episodes,
+        patience=patience, seed=seed,
+    ))
+    best = log["best"]
+    typer.echo(f"best policy: {out / 'best'} (epoch {best['epoch']}, validation success "
+               f"{100 * best['rollout']['success_rate']:.0f} %), trained in {log['seconds']:.0f} s")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    agent: str = typer.Argument(..., help="A policy or run folder, or `expert`."),
+    env: Optional[str] = typer.Option(None, help="Task id (required for `expert`; checked against a policy's)."),
+    episodes: int = typer.Option(50, min=1, help="Number of held-out seeds."),
+    seed_start: int = typer.Option(1_000_000, help="First seed (held-out range starts at 1000000)."),
+    workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores). Results do not depend on it."),
+    videos: int = typer.Option(4, min=0, help="Write mp4s of the first N episodes."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/eval or runs/eval-expert)."),
+    image_size: Optional[int] = typer.Option(None, help="Override the camera size (expert only)."),
+) -> None:
+    """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos."""
+    from imitlab.evaluation.evaluate import evaluate, write_report
+
+    if out is None:
+        out = Path(agent) / "eval" if agent != "expert" else Path("runs") / "eval-expert"
+    kwargs = _parse_env_kwargs([], image_size)
+    seeds = list(range(seed_start, seed_start + episodes))
+    summary = evaluate(agent, seeds, env_id=env, env_kwargs=kwargs, workers=workers or None,
+                       video_dir=out / "videos", videos=videos)
+    paths = write_report(summary, out)
+    data = summary.to_json()
+    low, high = data["success_ci95"]
+    typer.echo(f"success {data['successes']}/{data['episodes']} = {100 * data['success_rate']:.0f} % "
+               f"(95 % CI {100 * low:.0f}-{100 * high:.0f} %); report: {paths['markdown']}")
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), help="Folder for the demos, both runs and the report."),
+) -> None:
+    """Record driving demos, fine-tune Lite0 and a scratch CNN on them, evaluate both on 50 held-out seeds."""
+    from imitlab.quickstart import QuickstartConfig, run_quickstart
+
+    report = run_quickstart(QuickstartConfig(out=out))
+    typer.echo(f"\nreport: {report}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app()
+    except ImitlabError as exc:
+        typer.echo(f"imitlab: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("imitlab: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
