@@ -11,8 +11,14 @@ Layout (format ``imitlab-demos``, version 1)::
           executed_actions         (T, A) float32, what was sent to the env (differs under DART noise)
           rewards                  (T,) float32
           dones                    (T,) uint8, 1 on the last step
+          final_obs/<key>          the observation after the last step (one frame), so every transition's
+                                   next observation is known (imitation's trajectories and robomimic's
+                                   ``next_obs`` need it); absent in files written before it was added
           attrs                    seed, source, noise_std, success, return, length, terminated,
                                    truncated, env_id, env_kwargs (JSON)
+
+An optional ``masks.json`` names subsets of episodes by file stem (``{"train": ["demo_000000", ...],
+"valid": [...]}``), robomimic's ``mask/`` filter keys; it is written atomically by ``imitlab demos split``.
 
 Why one file per episode: an episode is written to ``.demo_N.hdf5.tmp`` and renamed into place once
 complete, so a crash (even SIGKILL) loses at most the episode in progress and never corrupts the ones
@@ -24,6 +30,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +45,7 @@ from imitlab.errors import ImitlabError
 FORMAT = "imitlab-demos"
 FORMAT_VERSION = 1
 HEADER = "dataset.json"
+MASKS = "masks.json"
 EPISODE_DIR = "episodes"
 _EPISODE_NAME = re.compile(r"^demo_(\d{6,})\.hdf5$")
 
@@ -46,15 +55,23 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
     if isinstance(space, spaces.Dict):
         return {"type": "Dict", "spaces": {k: space_to_json(s) for k, s in space.spaces.items()}}
     if isinstance(space, spaces.Box):
-        low, high = np.unique(space.low), np.unique(space.high)
         return {
             "type": "Box",
             "shape": list(space.shape),
             "dtype": str(space.dtype),
-            "low": float(low[0]) if low.size == 1 else space.low.tolist(),
-            "high": float(high[0]) if high.size == 1 else space.high.tolist(),
+            "low": _bound_to_json(space.low),
+            "high": _bound_to_json(space.high),
         }
     raise ImitlabError(f"unsupported space for a dataset: {space}")
+
+
+def _bound_to_json(bound: np.ndarray) -> float | str | list:
+    """One number when the bound is uniform; infinities as the strings "inf"/"-inf" (strict JSON has none)."""
+    values = np.unique(bound)
+    as_json = [v if np.isfinite(v) else str(v) for v in bound.astype(float).ravel().tolist()]
+    if values.size == 1:
+        return as_json[0]
+    return np.array(as_json, dtype=object).reshape(bound.shape).tolist()
 
 
 def space_from_json(desc: dict[str, Any]) -> spaces.Space:
@@ -62,9 +79,10 @@ def space_from_json(desc: dict[str, Any]) -> spaces.Space:
     if desc["type"] == "Dict":
         return spaces.Dict({k: space_from_json(v) for k, v in desc["spaces"].items()})
     dtype = np.dtype(desc["dtype"])
-    low = np.asarray(desc["low"], dtype=dtype) if isinstance(desc["low"], list) else desc["low"]
-    high = np.asarray(desc["high"], dtype=dtype) if isinstance(desc["high"], list) else desc["high"]
-    return spaces.Box(low=low, high=high, shape=tuple(desc["shape"]), dtype=dtype)
+    shape = tuple(desc["shape"])
+    low = np.broadcast_to(np.asarray(desc["low"], dtype=np.float64), shape).astype(dtype)
+    high = np.broadcast_to(np.asarray(desc["high"], dtype=np.float64), shape).astype(dtype)
+    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
 
 
 @dataclass
@@ -77,6 +95,8 @@ class Episode:
     rewards: np.ndarray
     dones: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    final_obs: dict[str, np.ndarray] | None = None
+    """The observation after the last action (None for files recorded before it was stored)."""
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -103,6 +123,10 @@ def write_episode_file(path: Path, episode: Episode) -> None:
         f.create_dataset("executed_actions", data=episode.executed_actions.astype(np.float32))
         f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
         f.create_dataset("dones", data=episode.dones.astype(np.uint8))
+        if episode.final_obs is not None:
+            final = f.create_group("final_obs")
+            for key, value in episode.final_obs.items():
+                final.create_dataset(key, data=value)
         for key, value in episode.attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
         f.flush()
@@ -123,6 +147,7 @@ def read_episode_file(path: Path) -> Episode:
                 rewards=f["rewards"][()],
                 dones=f["dones"][()],
                 attrs=attrs,
+                final_obs={key: f["final_obs"][key][()] for key in f["final_obs"]} if "final_obs" in f else None,
             )
     except (OSError, KeyError, ValueError) as exc:
         raise ImitlabError(f"corrupt episode file {path}: {exc}") from None
@@ -130,6 +155,22 @@ def read_episode_file(path: Path) -> Episode:
     if len(lengths) != 1:
         raise ImitlabError(f"corrupt episode file {path}: arrays have different lengths {sorted(lengths)}")
     return episode
+
+
+@contextmanager
+def open_episode_file(path: Path) -> Iterator[h5py.File]:
+    """Open an episode for partial reads (a few arrays, a slice); HDF5 or layout errors raised inside the
+    block become an ImitlabError naming the file, as in :func:`read_episode_file`."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError, ValueError) as exc:
+        raise ImitlabError(f"corrupt episode file {path}: {exc}") from None
+
+
+def file_attrs(f: h5py.Group) -> dict[str, Any]:
+    """An open episode file's (or group's) metadata, JSON values decoded."""
+    return {k: _decode_attr(v) for k, v in f.attrs.items()}
 
 
 def _decode_attr(value: Any) -> Any:
@@ -177,13 +218,47 @@ class DemoDataset:
     def action_space(self) -> spaces.Box:
         return space_from_json(self.header["action_space"])  # type: ignore[return-value]
 
-    def episode_paths(self) -> list[Path]:
-        """Completed episode files in index order."""
+    def episode_paths(self, mask: str | None = None) -> list[Path]:
+        """Completed episode files in index order (only those listed in ``masks.json[mask]`` if given)."""
         folder = self.path / EPISODE_DIR
         if not folder.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _EPISODE_NAME.match(p.name))]
-        return [p for _, p in sorted(found)]
+        paths = [p for _, p in sorted(found)]
+        if mask is None:
+            return paths
+        masks = self.masks()
+        if mask not in masks:
+            raise ImitlabError(f"{self.path} has no mask {mask!r} (has: {sorted(masks) or 'none'}); "
+                               "create train/valid masks with `imitlab demos split`")
+        names = set(masks[mask])
+        missing = names - {p.stem for p in paths}
+        if missing:
+            raise ImitlabError(f"mask {mask!r} in {self.path / MASKS} lists episodes that are not in the dataset: "
+                               f"{', '.join(sorted(missing)[:5])}")
+        return [p for p in paths if p.stem in names]
+
+    def masks(self) -> dict[str, list[str]]:
+        """Named episode subsets (mask name -> episode file stems); empty when there is no ``masks.json``."""
+        path = self.path / MASKS
+        if not path.is_file():
+            return {}
+        try:
+            masks = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ImitlabError(f"corrupt mask file {path}: {exc}") from None
+        if not isinstance(masks, dict) or not all(isinstance(v, list) for v in masks.values()):
+            raise ImitlabError(f"corrupt mask file {path}: expected {{name: [episode, ...]}}")
+        return masks
+
+    def write_masks(self, masks: dict[str, list[str]]) -> None:
+        """Replace ``masks.json`` atomically; every name must be an episode of this dataset."""
+        known = {p.stem for p in self.episode_paths()}
+        for name, episodes in masks.items():
+            unknown = set(episodes) - known
+            if unknown:
+                raise ImitlabError(f"mask {name!r} names episodes not in {self.path}: {', '.join(sorted(unknown)[:5])}")
+        _write_atomic_json(self.path / MASKS, {k: list(v) for k, v in masks.items()})
 
     def __len__(self) -> int:
         return len(self.episode_paths())
@@ -238,5 +313,14 @@ class DemoWriter:
         """Write ``episode`` as the next demo file; returns its path."""
         path = self.path / EPISODE_DIR / f"demo_{self._next_index:06d}.hdf5"
         write_episode_file(path, episode)
+        self._next_index += 1
+        return path
+
+    def append_file(self, source: Path) -> Path:
+        """Copy an existing episode file as the next demo (byte for byte, atomically); returns its path."""
+        path = self.path / EPISODE_DIR / f"demo_{self._next_index:06d}.hdf5"
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
         self._next_index += 1
         return path

@@ -6,6 +6,7 @@ on its seed, never on the number of workers or on which other episodes ran besid
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing
 import os
@@ -17,19 +18,21 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from imitlab.envs import make_env
+from imitlab.envs import TASKS, make_env
 from imitlab.errors import ImitlabError
+from imitlab.evaluation.provenance import policy_provenance
 from imitlab.evaluation.rollout import Agent, EpisodeResult, ExpertAgent, PolicyAgent, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
 
 #: First seed of the held-out evaluation range (demos use 0.., training-time validation 500_000..).
 HELD_OUT_SEED_START = 1_000_000
 EXPERT = "expert"
+BUNDLE = "bundle"
 
 
 @dataclass
 class AgentSpec:
-    """What to evaluate: the expert, or a saved policy folder; with the env it was trained for."""
+    """What to evaluate: the expert, a saved policy folder or a deployment bundle; with the env it was trained for."""
 
     kind: str
     path: Path | None
@@ -37,19 +40,26 @@ class AgentSpec:
     env_kwargs: dict[str, Any]
     train_seeds: list[int] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    model: str = "fp32"
+    """A bundle's model variant ("fp32" or "int8")."""
 
 
 def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None) -> AgentSpec:
-    """Turn ``expert`` or a run/policy folder into an :class:`AgentSpec` (validating the folder)."""
+    """Turn ``expert``, a run/policy folder, a bundle folder or a bundle's ``.onnx`` file into an :class:`AgentSpec`."""
     if agent == EXPERT:
         if env_id is None:
             raise ImitlabError("evaluating the expert needs --env")
         return AgentSpec(EXPERT, None, env_id, dict(env_kwargs or {}))
-    from imitlab.policies.io import read_policy_metadata
+    bundle = _resolve_bundle(Path(agent))
+    if bundle is not None:
+        if env_id is not None and env_id != bundle.env_id:
+            raise ImitlabError(f"bundle {bundle.path} was validated on {bundle.env_id}, not {env_id}")
+        bundle.env_kwargs.update(env_kwargs or {})
+        return bundle
+    from imitlab.policies.io import load_policy
 
     path = policy_dir(Path(agent))
-    meta = read_policy_metadata(path)
-    md = meta.get("metadata", {})
+    _, md = load_policy(path)  # fail here, with one line, rather than inside every worker
     spec_env = md.get("env_id")
     if spec_env is None:
         raise ImitlabError(f"{path / 'policy.json'} does not say which env the policy was trained on")
@@ -58,6 +68,24 @@ def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, A
     kwargs = dict(md.get("env_kwargs", {}))
     kwargs.update(env_kwargs or {})
     return AgentSpec("policy", path, spec_env, kwargs, list(md.get("train_seeds", [])), md)
+
+
+def _resolve_bundle(path: Path) -> AgentSpec | None:
+    """A bundle folder (its fp32 model) or one of its model files (``BUNDLE/model.int8.onnx``); None otherwise."""
+    from imitlab.deploy.spec import MODEL_FILES, is_bundle, read_spec
+
+    folder, model = path, "fp32"
+    if path.suffix == ".onnx" and is_bundle(path.parent):
+        folder = path.parent
+        model = next((name for name, file in MODEL_FILES.items() if file == path.name), "")
+        if not model:
+            raise ImitlabError(f"{path} is not one of the bundle's models ({', '.join(MODEL_FILES.values())})")
+    if not is_bundle(folder):
+        return None
+    spec = read_spec(folder)
+    metadata = {**spec, "model_file": MODEL_FILES[model]}
+    return AgentSpec(BUNDLE, folder, spec["env_id"], dict(spec["env_kwargs"]), list(spec.get("train_seeds", [])),
+                     metadata, model)
 
 
 def policy_dir(path: Path) -> Path:
@@ -73,6 +101,10 @@ def policy_dir(path: Path) -> Path:
 def build_agent(spec: AgentSpec) -> Agent:
     if spec.kind == EXPERT:
         return ExpertAgent()
+    if spec.kind == BUNDLE:
+        from imitlab.deploy.runtime import load_bundle
+
+        return PolicyAgent(load_bundle(spec.path, spec.model, threads=1).predict)
     from imitlab.policies.io import load_policy
 
     policy, _ = load_policy(spec.path)
@@ -83,9 +115,10 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(spec: AgentSpec) -> None:
-    import torch
+    if spec.kind == "policy":
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     _worker["agent"] = build_agent(spec)
     _worker["env"] = make_env(spec.env_id, render_mode="rgb_array", **spec.env_kwargs)
 
@@ -103,6 +136,9 @@ class EvalSummary:
     env_id: str
     env_kwargs: dict[str, Any]
     episodes: list[EpisodeResult]
+    policy: dict[str, Any] = field(default_factory=dict)
+    """Provenance: kind, path, training config and dataset summary (see ``evaluation/provenance.py``)."""
+    action_labels: list[str] = field(default_factory=list)
 
     @property
     def successes(self) -> int:
@@ -112,6 +148,8 @@ class EvalSummary:
         n = len(self.episodes)
         low, high = wilson_interval(self.successes, n)
         metric_names = sorted({k for e in self.episodes for k in e.metrics})
+        returns = [e.episode_return for e in self.episodes]
+        times = [e.time_to_success for e in self.episodes if e.time_to_success is not None]
         return {
             "agent": self.agent,
             "env_id": self.env_id,
@@ -120,11 +158,15 @@ class EvalSummary:
             "successes": self.successes,
             "success_rate": self.successes / n,
             "success_ci95": [low, high],
-            "mean_return": float(np.mean([e.episode_return for e in self.episodes])),
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
             "mean_length": float(np.mean([e.length for e in self.episodes])),
+            "mean_time_to_success": float(np.mean(times)) if times else None,
             "metrics": {m: float(np.mean([e.metrics[m] for e in self.episodes if m in e.metrics])) for m in metric_names},
             "terminated_episodes": sum(e.terminated and not e.success for e in self.episodes),
             "inference_ms_per_step": float(np.mean([e.inference_ms for e in self.episodes])),
+            "action_labels": self.action_labels,
+            "policy": self.policy,
             "per_episode": [e.to_json() for e in self.episodes],
         }
 
@@ -132,39 +174,95 @@ class EvalSummary:
 def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kwargs: dict[str, Any] | None = None,
              workers: int | None = None, video_dir: Path | None = None, videos: int = 0,
              progress: bool = True, allow_train_seeds: bool = False) -> EvalSummary:
-    """Evaluate ``agent`` (``expert`` or a policy/run folder) on ``seeds``; mp4s of the first ``videos`` seeds."""
+    """Evaluate ``agent`` (``expert``, a policy/run folder or a bundle) on ``seeds``.
+
+    ``videos`` mp4s go to ``video_dir``: of the best and worst episodes, alternately (so a success and a failure
+    are both filmed when both occurred). They are chosen after the sweep and re-run with the camera on, which
+    reproduces the episode exactly because a result depends only on its seed.
+    """
     spec = resolve_agent(agent, env_id, env_kwargs)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ImitlabError("evaluation needs at least one seed, and distinct seeds")
     overlap = sorted(set(seeds) & set(spec.train_seeds))
     if overlap and not allow_train_seeds:
         raise ImitlabError(f"evaluation seeds overlap the policy's demonstration seeds (e.g. {overlap[:5]}); "
                            f"use held-out seeds (from {HELD_OUT_SEED_START})")
     workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
-    video_seeds = set(list(seeds)[:videos])
-    results: list[EpisodeResult] = []
+    results: dict[int, EpisodeResult] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(spec,)) as pool:
-        futures = [pool.submit(_run_seed, int(s), video_dir, s in video_seeds) for s in seeds]
+        futures = [pool.submit(_run_seed, s, None, False) for s in seeds]
         bar = tqdm(as_completed(futures), total=len(futures), desc=f"eval {agent}", unit="ep", disable=not progress)
         for future in bar:
-            results.append(future.result())
-            bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
-    results.sort(key=lambda r: list(seeds).index(r.seed))
-    return EvalSummary(agent=str(agent), env_id=spec.env_id, env_kwargs=spec.env_kwargs, episodes=results)
+            result = future.result()
+            results[result.seed] = result
+            bar.set_postfix(success=f"{sum(r.success for r in results.values())}/{len(results)}")
+        if video_dir is not None and videos > 0:
+            replays = [pool.submit(_run_seed, s, video_dir, True) for s in pick_video_seeds(list(results.values()), videos)]
+            for future in replays:
+                _attach_video(results, future.result())
+    episodes = [results[s] for s in seeds]
+    action_dim = len(episodes[0].actions[0]) if episodes[0].actions else 0
+    return EvalSummary(agent=str(agent), env_id=spec.env_id, env_kwargs=spec.env_kwargs, episodes=episodes,
+                       policy=policy_provenance(spec.kind, spec.path, spec.metadata),
+                       action_labels=_action_labels(spec.env_id, action_dim))
+
+
+def pick_video_seeds(results: Sequence[EpisodeResult], count: int) -> list[int]:
+    """Seeds of the best and worst episodes, alternately, ``count`` in all (best = success, then higher return)."""
+    ranked = sorted(results, key=lambda r: (not r.success, -r.episode_return, r.seed))
+    picks: list[int] = []
+    for best, worst in zip(ranked, reversed(ranked)):
+        for seed in (best.seed, worst.seed):
+            if len(picks) < count and seed not in picks:
+                picks.append(seed)
+    return picks
+
+
+def _attach_video(results: dict[int, EpisodeResult], replay: EpisodeResult) -> None:
+    """Give the sweep's episode the replay's video, after checking the replay reproduced it."""
+    original = results[replay.seed]
+    if (replay.success, replay.episode_return, replay.length) != (original.success, original.episode_return, original.length):
+        raise ImitlabError(f"seed {replay.seed} did not reproduce when re-run for its video (success "
+                           f"{original.success}->{replay.success}, return {original.episode_return}->"
+                           f"{replay.episode_return}); the agent or env is not deterministic per seed")
+    original.video = replay.video
+
+
+def _action_labels(env_id: str, action_dim: int) -> list[str]:
+    """The task's ``ACTION_LABELS`` (read from its class, no env built), else a0, a1, ..."""
+    module, _, name = TASKS[env_id].partition(":")
+    labels = getattr(getattr(importlib.import_module(module), name), "ACTION_LABELS", None)
+    return [str(label) for label in labels] if labels else [f"a{i}" for i in range(action_dim)]
 
 
 def write_report(summary: EvalSummary, out_dir: Path) -> dict[str, Path]:
-    """``report.json`` (everything) and ``report.md`` (summary and per-episode table) in ``out_dir``."""
+    """``report.json`` (everything), ``report.md`` (summary and per-episode table) and ``report.html`` (one
+    self-contained page: plots, embedded videos, training config) in ``out_dir``.
+
+    Video paths in report.json are relative to ``out_dir``, so the folder can be moved or shipped as a whole.
+    """
+    from imitlab.evaluation.html_report import write_html_report
+
     out_dir.mkdir(parents=True, exist_ok=True)
     data = summary.to_json()
+    md_path = out_dir / "report.md"
+    md_path.write_text(markdown_report([data], base=out_dir))
+    html_path = write_html_report(data, out_dir / "report.html")
+    for episode in data["per_episode"]:
+        if episode.get("video"):
+            episode["video"] = os.path.relpath(episode["video"], out_dir)
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(data, indent=2))
-    md_path = out_dir / "report.md"
-    md_path.write_text(markdown_report([data]))
-    return {"json": json_path, "markdown": md_path}
+    return {"json": json_path, "markdown": md_path, "html": html_path}
 
 
-def markdown_report(reports: list[dict[str, Any]], title: str = "Closed-loop evaluation") -> str:
-    """A Markdown summary table with one column per evaluated agent, then per-episode tables."""
+def markdown_report(reports: list[dict[str, Any]], base: Path, title: str = "Closed-loop evaluation") -> str:
+    """A Markdown summary table with one column per evaluated agent, then per-episode tables.
+
+    Video links are relative to ``base``, the folder the report is written to.
+    """
     metric_names = sorted({m for r in reports for m in r["metrics"]})
     head = "| | " + " | ".join(f"`{r['agent']}`" for r in reports) + " |"
     lines = [f"# {title}", "", f"Env: `{reports[0]['env_id']}`, seeds {reports[0]['per_episode'][0]['seed']}.."
@@ -176,6 +274,7 @@ def markdown_report(reports: list[dict[str, Any]], title: str = "Closed-loop eva
         ("mean return", lambda r: f"{r['mean_return']:.1f}"),
         ("mean length", lambda r: f"{r['mean_length']:.0f}"),
         ("ended early (failure)", lambda r: str(r["terminated_episodes"])),
+        ("steps to success", lambda r: "-" if r.get("mean_time_to_success") is None else f"{r['mean_time_to_success']:.0f}"),
         ("inference ms/step", lambda r: f"{r['inference_ms_per_step']:.2f}"),
     ] + [(m, lambda r, m=m: f"{r['metrics'].get(m, float('nan')):.3f}") for m in metric_names]
     for name, fmt in rows:
@@ -184,7 +283,7 @@ def markdown_report(reports: list[dict[str, Any]], title: str = "Closed-loop eva
         lines += ["", f"## `{r['agent']}` per episode", "", "| seed | success | return | length | "
                   + " | ".join(metric_names) + " | video |", "|---" * (5 + len(metric_names)) + "|"]
         for e in r["per_episode"]:
-            video = f"[mp4]({Path(e['video']).name})" if e.get("video") else ""
+            video = f"[mp4]({os.path.relpath(e['video'], base)})" if e.get("video") else ""
             lines.append(f"| {e['seed']} | {'yes' if e['success'] else 'no'} | {e['episode_return']:.1f} | {e['length']} | "
                          + " | ".join(f"{e['metrics'].get(m, float('nan')):.3f}" for m in metric_names) + f" | {video} |")
     return "\n".join(lines) + "\n"

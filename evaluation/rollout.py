@@ -71,6 +71,8 @@ class EpisodeResult:
     """Mean time the agent took to choose one action (for a batch, divided by the batch size)."""
     actions: list[list[float]] = field(default_factory=list)
     video: str | None = None
+    time_to_success: int | None = None
+    """Steps until ``info["is_success"]`` first held (None if it never did); manipulation ends there."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +142,7 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
             inference_ms=1000.0 * think_time / max(1, think_count),
             actions=[a.tolist() for a in actions[slot]] if record_actions else [],
             video=video,
+            time_to_success=next((i + 1 for i, info in enumerate(infos[slot]) if info.get("is_success")), None),
         ))
     return results
 

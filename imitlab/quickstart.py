@@ -21,6 +21,8 @@ class QuickstartConfig:
     """Everything goes here: ``demos/``, ``lite0/``, ``nature_cnn/``, ``report.md``."""
     env_id: str = "imitlab/LaneFollow-v0"
     """The task."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Env constructor arguments (camera size, route length, ...)."""
     demo_episodes: int = 40
     """Expert episodes recorded (seeds 0..N-1)."""
     demo_noise: float = 0.2
@@ -43,7 +45,7 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     out = config.out
     demos = out / "demos"
     if not (demos / HEADER).exists():
-        record(config.env_id, demos, config.demo_episodes, noise_std=config.demo_noise)
+        record(config.env_id, demos, config.demo_episodes, noise_std=config.demo_noise, env_kwargs=config.env_kwargs)
     runs = {
         "lite0": TrainConfig(dataset=str(demos), out=str(out / "lite0"), backbone="lite0",
                              epochs=config.lite0_epochs, **config.train_overrides),
@@ -62,7 +64,7 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         (out / name / "eval.json").write_text(json.dumps(data, indent=2))
         reports.append(data)
     report = out / "report.md"
-    text = markdown_report(reports, title="imitlab quickstart: LaneFollow, pretrained Lite0 vs scratch CNN")
+    text = markdown_report(reports, base=out, title="imitlab quickstart: LaneFollow, pretrained Lite0 vs scratch CNN")
     report.write_text(text + f"\nTotal time: {time.perf_counter() - start:.0f} s. Videos: `{out / 'videos'}`.\n")
     (out / "report.json").write_text(json.dumps(reports, indent=2))
     print("\n" + text.split("\n## ")[0])

@@ -1,0 +1,125 @@
+"""Paired comparison of two agents on the same seeds.
+
+Both agents face the identical episode start for every seed, so seed difficulty cancels: only the discordant
+seeds (one succeeds, the other fails) carry information about which is better. That makes the paired test far
+more sensitive than comparing two independent success rates and their Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from imitlab.evaluation.evaluate import EXPERT, EvalSummary, evaluate, resolve_agent
+from imitlab.evaluation.stats import wilson_interval
+
+
+def paired_success(a: Sequence[bool], b: Sequence[bool], z: float = 1.959964) -> dict[str, Any]:
+    """Per-seed success of A and B -> McNemar counts, the success-rate difference A - B with Newcombe's
+    score interval for paired data (Newcombe 1998, method 10, built on Wilson intervals), and the exact
+    McNemar p-value (two-sided binomial test on the discordant seeds)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_success needs two equally long, non-empty outcome lists")
+    n = len(a)
+    both = sum(x and y for x, y in zip(a, b))
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    neither = n - both - only_a - only_b
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = wilson_interval(both + only_a, n, z)
+    l2, u2 = wilson_interval(both + only_b, n, z)
+    # Newcombe's correlation estimate, shrunk by n/2 towards zero when positive (his definition for method 10).
+    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    cross = both * neither - only_a * only_b
+    cross = cross - n / 2 if cross > n / 2 else min(cross, 0)
+    phi = cross / math.sqrt(denom) if denom > 0 else 0.0
+    diff = p1 - p2
+    low = diff - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    high = diff + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return {
+        "seeds": n, "both_succeed": both, "only_a": only_a, "only_b": only_b, "neither": neither,
+        "success_diff": diff, "success_diff_ci95": [max(-1.0, low), min(1.0, high)],
+        "mcnemar_p": mcnemar_exact_p(only_a, only_b),
+    }
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "no difference" each discordant seed favours A with probability 1/2."""
+    discordant = only_a + only_b
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2.0 ** discordant
+    return min(1.0, 2.0 * tail)
+
+
+def paired_mean_diff(a: Sequence[float], b: Sequence[float], resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """Mean of the per-seed differences A - B with a 95 % percentile bootstrap interval (seeds resampled)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    return {"mean_diff": float(d.mean()), "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]}
+
+
+def comparison(a: EvalSummary, b: EvalSummary) -> dict[str, Any]:
+    """Paired statistics of two evaluations that ran on the same seeds, plus the per-seed table."""
+    seeds = [e.seed for e in a.episodes]
+    if seeds != [e.seed for e in b.episodes]:
+        raise ValueError("a paired comparison needs both evaluations on the same seeds in the same order")
+    return {
+        "a": a.agent, "b": b.agent, "env_id": a.env_id,
+        "success": paired_success([e.success for e in a.episodes], [e.success for e in b.episodes]),
+        "return": paired_mean_diff([e.episode_return for e in a.episodes], [e.episode_return for e in b.episodes]),
+        "per_seed": [{"seed": ea.seed, "a_success": ea.success, "b_success": eb.success,
+                      "success_diff": int(ea.success) - int(eb.success),
+                      "a_return": ea.episode_return, "b_return": eb.episode_return}
+                     for ea, eb in zip(a.episodes, b.episodes)],
+        "reports": [a.to_json(), b.to_json()],
+    }
+
+
+def compare(agent_a: str, agent_b: str, seeds: Sequence[int], env_id: str | None = None, workers: int | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """Evaluate both agents on ``seeds`` and compare them seed by seed.
+
+    The expert, when one side is ``expert``, runs in the other side's env configuration (camera size etc.).
+    """
+    env_kwargs: dict[str, Any] = {}
+    learned = [agent for agent in (agent_a, agent_b) if agent != EXPERT]
+    if learned:
+        spec = resolve_agent(learned[0], env_id)
+        env_id, env_kwargs = spec.env_id, spec.env_kwargs
+    a = evaluate(agent_a, seeds, env_id=env_id, env_kwargs=env_kwargs, workers=workers, progress=progress)
+    b = evaluate(agent_b, seeds, env_id=env_id, env_kwargs=env_kwargs, workers=workers, progress=progress)
+    return comparison(a, b)
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    """A short Markdown summary of a paired comparison."""
+    s, r = result["success"], result["return"]
+    low, high = s["success_diff_ci95"]
+    return "\n".join([
+        f"# Paired comparison on {s['seeds']} seeds (`{result['env_id']}`)", "",
+        f"A = `{result['a']}`, B = `{result['b']}`", "",
+        "| | B succeeds | B fails |", "|---|---|---|",
+        f"| **A succeeds** | {s['both_succeed']} | {s['only_a']} |",
+        f"| **A fails** | {s['only_b']} | {s['neither']} |", "",
+        f"- success rate A - B: {100 * s['success_diff']:+.1f} points (95 % paired CI {100 * low:+.1f} to "
+        f"{100 * high:+.1f}); exact McNemar p = {s['mcnemar_p']:.3g}",
+        f"- return A - B: {r['mean_diff']:+.2f} per episode (95 % bootstrap CI {r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f})",
+        "", "Seeds where they disagree: " + (", ".join(
+            f"{p['seed']} ({'A' if p['success_diff'] > 0 else 'B'})" for p in result["per_seed"] if p["success_diff"])
+            or "none"),
+    ]) + "\n"
+
+
+def write_comparison(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """``compare.json`` (both reports, paired statistics, per-seed table) and ``compare.md``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "compare.json", out_dir / "compare.md"
+    json_path.write_text(json.dumps(result, indent=2))
+    md_path.write_text(comparison_markdown(result))
+    return {"json": json_path, "markdown": md_path}

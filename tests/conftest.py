@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny real dataset and a tiny real trained policy (session-scoped, built once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from imitlab.demos.recorder import record
+from imitlab.training.bc import TrainConfig, train
+
+#: Small camera and a short road keep the end-to-end fixtures to a few seconds.
+TINY_ENV_KWARGS = {"image_size": 48, "route_length": 40.0}
+TINY_ENV_ID = "imitlab/LaneFollow-v0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_demos(tmp_path_factory) -> Path:
+    """Four noisy-expert driving episodes on seeds 0..3."""
+    path = tmp_path_factory.mktemp("tiny") / "demos"
+    record(TINY_ENV_ID, path, episodes=4, noise_std=0.1, env_kwargs=TINY_ENV_KWARGS, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_demos: Path) -> Path:
+    """A Nature-CNN policy trained for two epochs on ``tiny_demos`` (a real checkpoint, not a good driver)."""
+    out = tiny_demos.parent / "run"
+    train(TrainConfig(dataset=str(tiny_demos), out=str(out), backbone="nature_cnn", pretrained=False, epochs=2,
+                      eval_episodes=2, val_fraction=0.25, progress=False))
+    return out
