@@ -28,12 +28,14 @@ class RecordSummary:
 
 
 def collect_episode(env: gym.Env, act: ActionSource, seed: int, noise_std: float = 0.0,
-                    on_reset: Callable[[], None] | None = None) -> Episode:
-    """Roll out one episode from ``seed``.
+                    on_reset: Callable[[], None] | None = None,
+                    executor: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] | None = None) -> Episode:
+    """Roll out one episode from ``seed``; ``act`` gives the label recorded at every step.
 
     DART (Laskey et al. 2017): the executed action is the label plus Gaussian noise, so the demos visit the
     states a slightly wrong policy would reach; the recorded label stays the clean action, which teaches the
-    policy how to recover.
+    policy how to recover. ``executor(obs, label)``, when given, chooses the executed action instead of the
+    label (DAgger: the policy drives, the expert labels).
     """
     obs, _ = env.reset(seed=seed)
     if on_reset is not None:
@@ -46,9 +48,9 @@ def collect_episode(env: gym.Env, act: ActionSource, seed: int, noise_std: float
     info: dict[str, Any] = {}
     while not (terminated or truncated):
         label = np.asarray(act(obs), dtype=np.float32)
-        action = label
+        action = label if executor is None else np.asarray(executor(obs, label), dtype=np.float32)
         if noise_std > 0:
-            action = np.clip(label + noise_rng.normal(0.0, noise_std, label.shape), low, high).astype(np.float32)
+            action = np.clip(action + noise_rng.normal(0.0, noise_std, label.shape), low, high).astype(np.float32)
         for key, value in obs.items():
             frames[key].append(value)
         labels.append(label)
@@ -64,6 +66,7 @@ def collect_episode(env: gym.Env, act: ActionSource, seed: int, noise_std: float
         executed_actions=np.stack(executed),
         rewards=np.asarray(rewards, dtype=np.float32),
         dones=dones,
+        final_obs=dict(obs),
         attrs={
             "seed": int(seed),
             "success": bool(info.get("is_success", False)),

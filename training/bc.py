@@ -27,10 +27,12 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.envs import make_env
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.rollout import PolicyAgent, run_lockstep
-from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
+from imitlab.policies import ImagePolicy, PolicyConfig, load_policy, save_policy
 
 #: First seed of the training-time validation range (demos use 0.., held-out evaluation 1_000_000..).
 VALIDATION_SEED_START = 500_000
+#: ``source`` attribute of episodes collected by DAgger (policy in control, expert labels).
+DAGGER_SOURCE = "dagger"
 
 
 @dataclass
@@ -41,6 +43,10 @@ class TrainConfig:
     """Dataset folder written by ``imitlab record``."""
     out: str
     """Run folder: ``best/`` and ``last/`` policies, ``train_log.json``, TensorBoard events in ``tb/``."""
+    extra_datasets: tuple[str, ...] = ()
+    """More dataset folders of the same env and kwargs trained on together (e.g. DAgger's episodes)."""
+    init_policy: str | None = None
+    """Start from this saved policy's weights (same backbone) instead of a fresh head, e.g. DAgger's last round."""
     backbone: str = "lite0"
     """``lite0`` (EfficientNet-Lite0, ImageNet weights) or ``nature_cnn`` (small CNN from scratch)."""
     pretrained: bool = True
@@ -92,25 +98,33 @@ class DemoTensors:
     seeds: list[int]
 
 
-def load_demos(dataset: DemoDataset, successful_only: bool) -> DemoTensors:
-    """Read every (successful) episode into contiguous arrays; decoded once, so training never touches disk."""
+def load_demos(datasets: list[DemoDataset], successful_only: bool) -> DemoTensors:
+    """Read every usable episode into contiguous arrays; decoded once, so training never touches disk.
+
+    ``successful_only`` drops failed demonstrations, but never DAgger episodes: their labels are the expert's
+    corrections of the policy's own mistakes, which is the point of collecting them.
+    """
     images: dict[str, list[np.ndarray]] = {}
     states, actions, index, seeds = [], [], [], []
-    paths = dataset.episode_paths()
-    if not paths:
-        raise ImitlabError(f"dataset {dataset.path} has no episodes")
-    for episode in tqdm(dataset.episodes(), total=len(paths), desc="load demos", unit="ep", leave=False):
-        if successful_only and not episode.attrs.get("success", False):
-            continue
-        for key, value in episode.obs.items():
-            if key.endswith("image"):
-                images.setdefault(key, []).append(value)
-        states.append(episode.obs["state"].astype(np.float32))
-        actions.append(episode.actions.astype(np.float32))
-        index.append(np.full(len(episode), len(seeds)))
-        seeds.append(int(episode.attrs["seed"]))
+    for dataset in datasets:
+        if dataset.env_id != datasets[0].env_id or dataset.env_kwargs != datasets[0].env_kwargs:
+            raise ImitlabError(f"dataset {dataset.path} was recorded on another env or env kwargs than {datasets[0].path}")
+        paths = dataset.episode_paths()
+        if not paths:
+            raise ImitlabError(f"dataset {dataset.path} has no episodes")
+        for episode in tqdm(dataset.episodes(), total=len(paths), desc="load demos", unit="ep", leave=False):
+            keep = episode.attrs.get("success", False) or episode.attrs.get("source") == DAGGER_SOURCE
+            if successful_only and not keep:
+                continue
+            for key, value in episode.obs.items():
+                if key.endswith("image"):
+                    images.setdefault(key, []).append(value)
+            states.append(episode.obs["state"].astype(np.float32))
+            actions.append(episode.actions.astype(np.float32))
+            index.append(np.full(len(episode), len(seeds)))
+            seeds.append(int(episode.attrs["seed"]))
     if not seeds:
-        raise ImitlabError(f"dataset {dataset.path} has no successful episodes to learn from")
+        raise ImitlabError(f"dataset {datasets[0].path} has no successful episodes to learn from")
     return DemoTensors(
         images={k: np.concatenate(v) for k, v in images.items()},
         state=np.concatenate(states),
@@ -161,7 +175,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     dataset = DemoDataset(config.dataset)
-    demos = load_demos(dataset, config.successful_only)
+    demos = load_demos([dataset, *map(DemoDataset, config.extra_datasets)], config.successful_only)
     image_keys = tuple(sorted(demos.images))
     image_size = demos.images[image_keys[0]].shape[1]
 
@@ -176,6 +190,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         state_dim=demos.state.shape[1], action_dim=demos.actions.shape[1], head_hidden=tuple(config.head_hidden),
         state_mean=state_mean.tolist(), state_std=state_std.tolist(),
     ))
+    if config.init_policy:
+        _load_initial_weights(policy, Path(config.init_policy))
     policy.set_backbone_trainable(not config.freeze_backbone)
     groups = [{"params": list(policy.head_parameters()), "lr": config.head_lr}]
     if not config.freeze_backbone:
@@ -274,6 +290,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     log["seconds"] = time.perf_counter() - start
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
     return log
+
+
+def _load_initial_weights(policy: ImagePolicy, path: Path) -> None:
+    """Copy a saved policy's weights, keeping this run's state normalisation (it may have more data)."""
+    initial, _ = load_policy(path)
+    if initial.config.backbone != policy.config.backbone or initial.config.image_keys != policy.config.image_keys:
+        raise ImitlabError(f"{path}: a {initial.config.backbone} policy on {initial.config.image_keys} cannot "
+                           f"initialise a {policy.config.backbone} policy on {policy.config.image_keys}")
+    try:  # normalisation statistics are config, not weights, so the new run's own stay in place
+        policy.load_state_dict(initial.state_dict())
+    except RuntimeError as exc:
+        raise ImitlabError(f"{path}: weights do not fit this run's policy ({str(exc).splitlines()[0]})") from None
 
 
 def _precompute_features(policy: ImagePolicy, images: dict[str, torch.Tensor], keys: tuple[str, ...]) -> torch.Tensor:

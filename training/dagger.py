@@ -1,0 +1,105 @@
+"""DAgger (Ross et al. 2011): let the policy drive, have the expert label what it should have done, retrain.
+
+Behaviour cloning only sees states the expert visits; a cloned policy drifts into states it never saw.
+Each DAgger round rolls out a mixture (the expert acts with probability ``beta``, the policy otherwise, per
+step), records the expert's action as the label in every visited state, adds those episodes to the data and
+fine-tunes from the previous round's weights. The input dataset is never modified: new episodes go to
+``<out>/dagger_demos``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from imitlab.demos.dataset import DemoDataset, DemoWriter
+from imitlab.demos.recorder import collect_episode
+from imitlab.envs import make_env, make_expert
+from imitlab.policies import load_policy
+from imitlab.training.bc import DAGGER_SOURCE, TrainConfig, train
+
+#: First seed of DAgger's own rollouts (demos use 0.., validation 500_000.., held-out evaluation 1_000_000..).
+DAGGER_SEED_START = 200_000
+
+
+@dataclass
+class DaggerConfig:
+    """A DAgger run: an initial BC run, then ``rounds`` of collect-and-retrain."""
+
+    train: TrainConfig
+    """The initial behaviour-cloning run; its ``out`` is the DAgger run folder."""
+    rounds: int = 3
+    """Collect-and-retrain rounds after the initial BC."""
+    episodes_per_round: int = 10
+    """Episodes the mixture policy drives per round."""
+    beta: float = 0.5
+    """Probability that the expert acts in round 1; decays geometrically by ``beta_decay`` each round."""
+    beta_decay: float = 0.5
+    """Per-round factor on ``beta``."""
+    round_epochs: int | None = None
+    """Fine-tuning epochs per round (default: the initial run's epochs)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes stored with the run."""
+
+
+def run_dagger(config: DaggerConfig) -> dict[str, Any]:
+    """Run DAgger; returns the per-round log.
+
+    Every round keeps its own ``<out>/round_<i>/best``; the one with the best validation rollouts is copied to
+    ``<out>/best`` (chosen like every checkpoint: by closed-loop success, then return).
+    """
+    out = Path(config.train.out)
+    first = replace(config.train, out=str(out / "round_0"))
+    log: dict[str, Any] = {"rounds": [{"round": 0, "bc": train(first)["best"]}]}
+    dataset = DemoDataset(config.train.dataset)
+    dagger_demos = out / "dagger_demos"
+    env = make_env(dataset.env_id, **dataset.env_kwargs)
+    try:
+        writer = DemoWriter(dagger_demos, dataset.env_id, dataset.env_kwargs, env.observation_space, env.action_space)
+        expert = make_expert(env)
+        for round_index in range(1, config.rounds + 1):
+            beta = config.beta * config.beta_decay ** (round_index - 1)
+            policy, _ = load_policy(out / f"round_{round_index - 1}" / "best")
+            seeds = range(DAGGER_SEED_START + (round_index - 1) * config.episodes_per_round,
+                          DAGGER_SEED_START + round_index * config.episodes_per_round)
+            successes = 0
+            for seed in tqdm(seeds, desc=f"dagger round {round_index} (beta {beta:.2f})", unit="ep",
+                             disable=not config.train.progress):
+                episode = collect_episode(env, expert.act, seed, on_reset=expert.reset,
+                                          executor=_mixture(policy.predict, beta, seed))
+                episode.attrs.update(source=DAGGER_SOURCE, beta=beta, env_id=dataset.env_id,
+                                     env_kwargs=dataset.env_kwargs)
+                writer.append(episode)
+                successes += int(episode.attrs["success"])
+            run = replace(config.train, out=str(out / f"round_{round_index}"),
+                          extra_datasets=(*config.train.extra_datasets, str(dagger_demos)),
+                          init_policy=str(out / f"round_{round_index - 1}" / "best"),
+                          epochs=config.round_epochs or config.train.epochs)
+            best = train(run)["best"]
+            log["rounds"].append({"round": round_index, "beta": beta, "collected": len(seeds),
+                                  "mixture_success_rate": successes / len(seeds), "bc": best})
+            (out / "dagger_log.json").write_text(json.dumps(log, indent=2, default=str))
+    finally:
+        env.close()
+    chosen = max(log["rounds"], key=lambda r: (r["bc"]["rollout"]["success_rate"], r["bc"]["rollout"]["mean_return"]))
+    shutil.rmtree(out / "best", ignore_errors=True)
+    shutil.copytree(out / f"round_{chosen['round']}" / "best", out / "best")
+    log["chosen_round"] = chosen["round"]
+    (out / "dagger_log.json").write_text(json.dumps(log, indent=2, default=str))
+    return log
+
+
+def _mixture(predict, beta: float, seed: int):
+    """Per step: the expert's label with probability ``beta``, else the policy's action (seeded per episode)."""
+    rng = np.random.default_rng([seed, 0xDA66E7])
+
+    def execute(obs: dict[str, np.ndarray], label: np.ndarray) -> np.ndarray:
+        return label if rng.random() < beta else np.asarray(predict(obs), dtype=np.float32)
+
+    return execute
