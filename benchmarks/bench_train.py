@@ -1,0 +1,119 @@
+"""Training throughput and batch-1 inference latency of the policy backbones on CPU.
+
+Training step = forward + backward + Adam step on a batch of random frames (one camera). Variants:
+  lite0 fine-tune          the whole EfficientNet-Lite0 trains (channels_last and contiguous NCHW layouts),
+  lite0 frozen             encoder in eval mode under no_grad, only the head trains (no feature caching),
+  nature_cnn               the DQN CNN trained from scratch.
+
+Usage: python benchmarks/bench_train.py [--threads 2] [--batch 64] [--steps 8] [--sizes 84 96]
+Numbers depend on what else runs on the machine; run it on an idle one when comparing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from imitlab.policies import ImagePolicy, Lite0Encoder, PolicyConfig
+
+STATE_DIM = 8
+ACTION_DIM = 4
+
+
+def _policy(backbone: str, size: int, channels_last: bool = True) -> ImagePolicy:
+    policy = ImagePolicy(PolicyConfig(backbone=backbone, image_size=size, pretrained=False,
+                                      state_dim=STATE_DIM, action_dim=ACTION_DIM))
+    if not channels_last:
+        policy.encoder = Lite0Encoder(size, pretrained=False, channels_last=False)
+    return policy
+
+
+def _train_step(policy: ImagePolicy, frozen: bool) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
+    if frozen:
+        policy.set_backbone_trainable(False)
+    policy.train()
+    params = list(policy.head_parameters()) if frozen else list(policy.parameters())
+    optimiser = torch.optim.Adam(params, lr=1e-4)
+
+    def step(state: torch.Tensor, images: torch.Tensor, target: torch.Tensor) -> None:
+        if frozen:
+            with torch.no_grad():
+                features = policy.encode([images])
+            actions = policy.head_forward(features, state)
+        else:
+            actions = policy(state, images)
+        loss = torch.nn.functional.mse_loss(actions, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    return step
+
+
+def train_throughput(policy: ImagePolicy, frozen: bool, batch: int, steps: int) -> float:
+    """Samples per second over `steps` timed steps after two warm-up steps."""
+    size = policy.config.image_size
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    state, target = torch.randn(batch, STATE_DIM), torch.rand(batch, ACTION_DIM) * 2 - 1
+    step = _train_step(policy, frozen)
+    for _ in range(2):
+        step(state, images, target)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(state, images, target)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def inference_latency_ms(policy: ImagePolicy, repeats: int) -> tuple[float, float]:
+    """Median and 90th-percentile batch-1 forward latency in milliseconds (eval mode, inference_mode)."""
+    size = policy.config.image_size
+    images = torch.randint(0, 256, (1, size, size, 3), dtype=torch.uint8)
+    state = torch.randn(1, STATE_DIM)
+    policy.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 5):
+            start = time.perf_counter()
+            policy(state, images)
+            if i >= 5:
+                times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=50, help="batch-1 inference calls per model")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[84, 96])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps")
+
+    variants = [
+        ("lite0 fine-tune (channels_last)", "lite0", True, False),
+        ("lite0 fine-tune (contiguous)", "lite0", False, False),
+        ("lite0 frozen (features, no grad)", "lite0", True, True),
+        ("nature_cnn", "nature_cnn", True, False),
+    ]
+    print(f"\n{'training':34s}" + "".join(f"{f'{s} px':>12s}" for s in args.sizes) + "   (samples/s)")
+    for label, backbone, channels_last, frozen in variants:
+        row = [train_throughput(_policy(backbone, s, channels_last), frozen, args.batch, args.steps)
+               for s in args.sizes]
+        print(f"{label:34s}" + "".join(f"{v:12.0f}" for v in row), flush=True)
+
+    print(f"\n{'batch-1 inference':34s}" + "".join(f"{f'{s} px':>16s}" for s in args.sizes) + "   (ms, median/p90)")
+    for backbone in ("lite0", "nature_cnn"):
+        cells = [inference_latency_ms(_policy(backbone, s), args.repeats) for s in args.sizes]
+        print(f"{backbone:34s}" + "".join(f"{f'{m:.1f}/{p:.1f}':>16s}" for m, p in cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

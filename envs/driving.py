@@ -1,0 +1,227 @@
+"""Lane following: drive a MuJoCo car along a procedurally generated road from an on-board camera.
+
+The car is simulated, not teleported: position-actuated steering hinges on the front wheels, motor torque on
+the rear wheels, tyre friction on the ground plane, and brakes that raise the wheel joints' damping (so braking
+can stop the car but never reverse it). Physics runs at 200 Hz, control at 10 Hz.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+from OpenGL import GL  # after mujoco, which points PyOpenGL at the MUJOCO_GL platform
+
+from imitlab.envs.road import LANE_OFFSET, LEAD_IN, ROAD_WIDTH, TAIL, Road, RoadColours, paint_texture
+
+if TYPE_CHECKING:
+    from imitlab.envs.driving_expert import LaneFollowExpert
+
+#: Control frequency (Hz); each control step runs ``1 / (CONTROL_HZ * timestep)`` physics steps.
+CONTROL_HZ = 10
+#: Car geometry the expert needs: front-to-rear axle distance (m), steering limit (rad), rear axle offset (m).
+WHEELBASE = 2.6
+MAX_STEER = 0.5
+REAR_AXLE_X = -1.3
+#: Wheel-joint damping (N m s / rad) added at full brake; damping only resists spin, so it never reverses.
+BRAKE_DAMPING = 25.0
+#: Reward: per metre of route progress, and once when the car leaves the road.
+PROGRESS_REWARD = 0.1
+OFFROAD_PENALTY = 10.0
+
+#: Bounds of ``state`` = [forward speed, yaw rate, steering angle, previous throttle]; readings are clipped to them.
+STATE_LOW = np.array([-50.0, -20.0, -1.0, -1.0], np.float32)
+STATE_HIGH = -STATE_LOW
+
+#: Mipmap level-of-detail bias for the road texture. Isotropic mipmapping blurs a ground plane seen at a grazing
+#: angle, so beyond ~15 m the road would fade into the grass; anisotropic filtering fixes that but costs ~30 ms
+#: a frame on llvmpipe, whereas sampling two mip levels sharper costs nothing and keeps curves visible ahead.
+_TEXTURE_LOD_BIAS = -2.0
+_CHASE_SIZE = (240, 320)  # (height, width) of the video view
+_WHEEL_DOFS = ("spin_fl", "spin_fr", "spin_rl", "spin_rr")
+
+
+class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """Keep the car in the right lane of a ~150 m road and reach its end.
+
+    Observation ``{"image": uint8 (S, S, 3) driver camera, "state": float32 (4,)}`` where ``state`` is
+    ``[forward speed (m/s), yaw rate (rad/s), front-wheel steering angle (rad), previous throttle/brake action]``
+    -- what a real car's sensors report. Action ``[steering, throttle]`` in [-1, 1]: steering +1 is full left;
+    throttle > 0 drives the rear wheels, < 0 brakes.
+
+    Reward is ``PROGRESS_REWARD`` per metre of arc length gained along the route, minus ``OFFROAD_PENALTY`` on
+    leaving the road (car centre beyond the road edge), which terminates the episode. Reaching the route end or
+    ``time_limit_s`` truncates it. ``info``: ``is_success`` (route end reached on the road), ``route_completion``
+    (0..1), ``lateral_offset`` (signed metres from the right lane's centre, left positive).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    METRICS = {"route_completion": "last", "lateral_offset": "mean_abs"}
+
+    def __init__(
+        self,
+        image_size: int = 96,
+        render_mode: str | None = None,
+        time_limit_s: float = 40.0,
+        route_length: float = 150.0,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unsupported render_mode {render_mode!r}; use 'rgb_array' or None")
+        self.render_mode = render_mode
+        self.image_size = image_size
+        self.route_length = route_length
+        self.max_steps = int(round(time_limit_s * CONTROL_HZ))
+
+        xml = resources.files("imitlab.assets").joinpath("driving", "car.xml").read_text()
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        self._substeps = int(round(1.0 / (CONTROL_HZ * self.model.opt.timestep)))
+        self._car_body = self.model.body("car").id
+        self._road_geom = self.model.geom("road").id
+        self._road_tex = self.model.texture("road").id
+        self._grass_material = self.model.material("grass").id
+        self._steer_qpos = [self.model.joint(n).qposadr[0] for n in ("steer_fl", "steer_fr")]
+        self._wheel_dofs = np.array([self.model.joint(n).dofadr[0] for n in _WHEEL_DOFS])
+        self._wheel_damping = self.model.dof_damping[self._wheel_dofs].copy()
+        # The road's bounding square (see Road.generate) plus a margin of grass: the painted ground plane.
+        self._plane_extent = LEAD_IN + route_length + TAIL + 2.0 * ROAD_WIDTH
+        self.model.geom_size[self._road_geom][:2] = self._plane_extent / 2
+
+        self._camera: mujoco.Renderer | None = mujoco.Renderer(self.model, image_size, image_size)
+        self._chase: mujoco.Renderer | None = None
+        if render_mode == "rgb_array":
+            self._chase = mujoco.Renderer(self.model, *_CHASE_SIZE)
+
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+                "state": spaces.Box(STATE_LOW, STATE_HIGH, dtype=np.float32),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+        self.road: Road | None = None
+        self._s = 0.0
+        self._steps = 0
+        self._throttle = 0.0
+
+    # -- privileged state (the expert reads these) ------------------------------------------------------------
+
+    @property
+    def car_xy(self) -> np.ndarray:
+        """Car body origin (centre, axle height) in world x, y."""
+        return self.data.xpos[self._car_body][:2].copy()
+
+    @property
+    def car_yaw(self) -> float:
+        """Car heading in the world frame (rad)."""
+        rot = self.data.xmat[self._car_body]
+        return float(np.arctan2(rot[3], rot[0]))
+
+    @property
+    def forward_speed(self) -> float:
+        """Velocity along the car's forward axis (m/s)."""
+        rot = self.data.xmat[self._car_body].reshape(3, 3)
+        return float(rot[:, 0] @ self.data.qvel[:3])
+
+    def make_expert(self) -> LaneFollowExpert:
+        """The privileged pure-pursuit expert bound to this env (imported here: it imports this module)."""
+        from imitlab.envs.driving_expert import LaneFollowExpert
+
+        return LaneFollowExpert(self)
+
+    # -- gym API ----------------------------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        rng = self.np_random
+        self.road = Road.generate(rng, self.route_length)
+        self._paint_road(rng)
+
+        mujoco.mj_resetData(self.model, self.data)
+        self.model.dof_damping[self._wheel_dofs] = self._wheel_damping
+        offset = LANE_OFFSET + float(rng.uniform(-0.3, 0.3))
+        xy, heading = self.road.pose(0.0, offset)
+        heading += float(rng.uniform(-0.05, 0.05))
+        self.data.qpos[:3] = (xy[0], xy[1], self.model.body_pos[self._car_body][2])
+        self.data.qpos[3:7] = (np.cos(heading / 2), 0.0, 0.0, np.sin(heading / 2))
+        mujoco.mj_forward(self.model, self.data)
+
+        self._steps = 0
+        self._throttle = 0.0
+        proj = self.road.project(self.car_xy)
+        self._s = proj.s
+        return self._observation(), self._info(proj.d, success=False)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        assert self.road is not None, "call reset() before step()"
+        steer, throttle = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        self.data.ctrl[:2] = steer * MAX_STEER
+        self.data.ctrl[2:] = max(throttle, 0.0)
+        self.model.dof_damping[self._wheel_dofs] = self._wheel_damping + BRAKE_DAMPING * max(-throttle, 0.0)
+        mujoco.mj_step(self.model, self.data, nstep=self._substeps)
+        self._steps += 1
+        self._throttle = float(throttle)
+
+        proj = self.road.project(self.car_xy)
+        reward = PROGRESS_REWARD * (proj.s - self._s)
+        self._s = proj.s
+        terminated = abs(proj.d) > ROAD_WIDTH / 2
+        if terminated:
+            reward -= OFFROAD_PENALTY
+        finished = proj.s >= self.route_length and not terminated
+        truncated = finished or (self._steps >= self.max_steps and not terminated)
+        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(proj.d, finished)
+
+    def render(self) -> np.ndarray | None:
+        if self._chase is None:
+            return None
+        self._chase.update_scene(self.data, camera="chase")
+        return self._chase.render()
+
+    def close(self) -> None:
+        for renderer in (self._camera, self._chase):
+            if renderer is not None:
+                renderer.close()
+        self._camera = self._chase = None
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _paint_road(self, rng: np.random.Generator) -> None:
+        """Paint this episode's road into the ground texture and upload it to every renderer's GL context."""
+        assert self.road is not None
+        colours = RoadColours.sample(rng)
+        self.model.mat_rgba[self._grass_material, :3] = colours.grass / 255.0  # no seam at the plane's edge
+        size = int(self.model.tex_width[self._road_tex])  # square, set in car.xml
+        tex = paint_texture(self.road, colours, rng, size, self._plane_extent)
+        adr = self.model.tex_adr[self._road_tex]
+        self.model.tex_data[adr : adr + tex.size] = tex.ravel()
+        for renderer in (self._camera, self._chase):
+            if renderer is not None:  # GL calls act on the current context, so make each renderer's current
+                renderer._gl_context.make_current()
+                mujoco.mjr_uploadTexture(self.model, renderer._mjr_context, self._road_tex)
+                GL.glBindTexture(GL.GL_TEXTURE_2D, int(renderer._mjr_context.texture[self._road_tex]))
+                GL.glTexParameterf(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_LOD_BIAS, _TEXTURE_LOD_BIAS)
+                GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        assert self._camera is not None, "the env is closed"
+        self._camera.update_scene(self.data, camera="driver")
+        steer = float(np.mean(self.data.qpos[self._steer_qpos]))
+        yaw_rate = float(self.data.qvel[5])  # free joint angular velocity is in the body frame: z is yaw
+        state = np.array([self.forward_speed, yaw_rate, steer, self._throttle], dtype=np.float32)
+        return {"image": self._camera.render(), "state": np.clip(state, STATE_LOW, STATE_HIGH)}
+
+    def _info(self, d: float, success: bool) -> dict[str, Any]:
+        assert self.road is not None
+        return {
+            "is_success": bool(success),
+            "route_completion": float(np.clip(self._s / self.route_length, 0.0, 1.0)),
+            "lateral_offset": float(d - LANE_OFFSET),
+        }

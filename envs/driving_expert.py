@@ -1,0 +1,77 @@
+"""Privileged lane-following expert: pure pursuit on the true lane centre plus a curvature-aware speed plan.
+
+It reads the simulator's true car pose and the road geometry, which a learned policy never sees; that is what
+makes it a reliable demonstrator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imitlab.envs.driving import MAX_STEER, REAR_AXLE_X, WHEELBASE, LaneFollowEnv
+from imitlab.envs.road import LANE_OFFSET
+
+#: Speed plan: top speed (m/s), allowed lateral acceleration in curves and planned braking (m/s^2).
+CRUISE_SPEED = 10.0
+LATERAL_ACCEL = 3.0
+PLAN_DECEL = 2.0
+#: Look-ahead distance grows with speed: ``LOOKAHEAD_BASE + LOOKAHEAD_GAIN * v``, clipped to the range.
+LOOKAHEAD_BASE = 2.5
+LOOKAHEAD_GAIN = 0.5
+LOOKAHEAD_RANGE = (4.0, 10.0)
+#: Throttle = feed-forward (rolling losses) + gain * speed error (m/s), changing at most ``THROTTLE_SLEW``
+#: per step so demonstrations have no jumps (e.g. full throttle the moment a curve ends).
+THROTTLE_FEEDFORWARD = 0.12
+THROTTLE_GAIN = 0.5
+THROTTLE_SLEW = 0.15
+
+
+class LaneFollowExpert:
+    """Pure pursuit towards a point on the right lane's centre ahead of the rear axle, and a P speed controller.
+
+    The target speed is the lowest of the cruise speed and, for every curve within braking distance, the speed
+    that keeps lateral acceleration at ``LATERAL_ACCEL`` once there (reached by braking at ``PLAN_DECEL``).
+    """
+
+    def __init__(self, env: LaneFollowEnv):
+        self.env = env
+        self._throttle = 0.0
+
+    def reset(self) -> None:
+        """Start the throttle ramp from zero: the car starts every episode at rest."""
+        self._throttle = 0.0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        env = self.env
+        road = env.road
+        assert road is not None, "reset the env before asking the expert"
+        yaw, speed = env.car_yaw, env.forward_speed
+        forward = np.array([np.cos(yaw), np.sin(yaw)])
+        rear = env.car_xy + REAR_AXLE_X * forward
+        s = road.project(rear).s
+
+        lookahead = float(np.clip(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE))
+        target, _ = road.pose(s + lookahead, LANE_OFFSET)
+        rel = target - rear
+        local_y = -forward[1] * rel[0] + forward[0] * rel[1]
+        dist2 = float(rel @ rel)
+        steer_angle = np.arctan(2.0 * WHEELBASE * local_y / dist2)  # pure pursuit: curvature 2 y / L^2
+
+        target_speed = self._target_speed(s, speed)
+        throttle = THROTTLE_FEEDFORWARD + THROTTLE_GAIN * (target_speed - speed)
+        throttle = np.clip(throttle, self._throttle - THROTTLE_SLEW, self._throttle + THROTTLE_SLEW)
+        self._throttle = float(np.clip(throttle, -1.0, 1.0))
+        action = np.array([steer_angle / MAX_STEER, self._throttle], dtype=np.float32)
+        return np.clip(action, -1.0, 1.0)
+
+    def _target_speed(self, s: float, speed: float) -> float:
+        road = self.env.road
+        assert road is not None
+        horizon = speed**2 / (2.0 * PLAN_DECEL) + 5.0
+        ahead = (road.s >= s) & (road.s <= s + horizon)
+        kappa = np.abs(road.curvature[ahead])
+        if not kappa.any():
+            return CRUISE_SPEED
+        # A curve x metres ahead allows v^2 = LATERAL_ACCEL / kappa + 2 PLAN_DECEL x now.
+        allowed2 = LATERAL_ACCEL / np.maximum(kappa, 1e-9) + 2.0 * PLAN_DECEL * (road.s[ahead] - s)
+        return float(min(CRUISE_SPEED, np.sqrt(allowed2.min())))

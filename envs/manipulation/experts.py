@@ -1,0 +1,176 @@
+"""Privileged scripted experts: small state machines over the true object poses.
+
+They are written to be imitated from images: every phase moves in a straight line towards one waypoint
+with saturating proportional control (so actions are smooth and a function of what the camera shows),
+the gripper command only flips at phase boundaries, and each phase looks different (arm above the
+block, arm low, jaw closed, block lifted, ...).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from imitlab.envs.manipulation.arm_env import MAX_DELTA
+
+if TYPE_CHECKING:
+    from imitlab.envs.manipulation.tasks import PickPlaceEnv, PushEnv, ReachEnv
+
+OPEN, CLOSE = -1.0, 1.0
+
+
+def toward(current: np.ndarray, waypoint: np.ndarray, gain: float = 0.5) -> np.ndarray:
+    """Displacement action moving ``gain`` of the way to ``waypoint``, scaled down (same direction) to fit the box."""
+    move = gain * (waypoint - current) / MAX_DELTA
+    return move / max(1.0, float(np.abs(move).max()))
+
+
+def _action(move: np.ndarray, gripper: float) -> np.ndarray:
+    return np.append(move, gripper).astype(np.float32)
+
+
+class ReachExpert:
+    """Straight to the target."""
+
+    def __init__(self, env: ReachEnv):
+        self.env = env
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return _action(toward(self.env.grip_pos, self.env.target_pos), OPEN)
+
+
+class PushExpert:
+    """Pushes the block in at most two straight legs, first along x then along y ("Manhattan" pushing).
+
+    The closed fingers are a flat pad facing x (and a narrower one facing y): pushing along a pad's normal moves
+    the block straight and without turning it, while a diagonal push makes it slide off sideways. Each leg:
+    hover behind the block, go down to table level, push until the block is level with the goal on that axis,
+    rise. A leg whose block slips out sideways is started over.
+    """
+
+    HOVER_Z = 0.09
+    PUSH_Z = 0.02
+    #: Grip point distance behind the block centre, per axis: before contact, and while pushing (a few
+    #: millimetres less than touching, so the hand keeps pressing).
+    APPROACH_OFFSET = (0.055, 0.06)
+    CONTACT_OFFSET = (0.03, 0.036)
+    PUSH_STEP = 0.02
+    #: A leg is needed while the block is further than this from the goal along the leg's axis.
+    LEG_TOLERANCE = 0.006
+    #: The hand has lost the block once it is this far off the block's centre line.
+    LOST_ACROSS = 0.02
+
+    def __init__(self, env: PushEnv):
+        self.env = env
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "approach"
+        self.axis = -1
+        self.sign = 1.0
+
+    def _next_leg(self, offset: np.ndarray) -> None:
+        self.axis = 0 if abs(offset[0]) > self.LEG_TOLERANCE else 1
+        self.sign = 1.0 if offset[self.axis] > 0 else -1.0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        grip, block, goal = self.env.grip_pos, self.env.block_pos[:2], self.env.goal_xy
+        offset = goal - block
+        if self.axis < 0:
+            self._next_leg(offset)
+        axis, other, sign = self.axis, 1 - self.axis, self.sign
+        unit = np.zeros(2)
+        unit[axis] = sign
+        behind = block - self.APPROACH_OFFSET[axis] * unit
+        if self.phase == "push":
+            along = sign * (grip[axis] - block[axis])
+            if sign * offset[axis] < self.LEG_TOLERANCE:
+                self._next_leg(offset)
+                self.phase = "rise"
+            elif abs(grip[other] - block[other]) > self.LOST_ACROSS or along > -0.02:
+                self.phase = "rise"
+        if self.phase == "rise":
+            if grip[2] > self.HOVER_Z - 0.01:
+                self.phase = "approach"
+                return self.act(obs)
+            return _action(toward(grip, np.append(grip[:2], self.HOVER_Z)), CLOSE)
+        if self.phase == "approach":
+            if np.linalg.norm(grip[:2] - behind) < 0.008:
+                self.phase = "descend"
+            else:
+                return _action(toward(grip, np.append(behind, self.HOVER_Z)), CLOSE)
+        if self.phase == "descend":
+            if grip[2] < self.PUSH_Z + 0.004:
+                self.phase = "push"
+            else:
+                return _action(toward(grip, np.append(behind, self.PUSH_Z)), CLOSE)
+        # Keep the hand on the block's centre line while pressing it forward, slowing as it nears the goal.
+        forward = min(self.PUSH_STEP, abs(float(offset[axis])))
+        push_to = block + unit * (forward - self.CONTACT_OFFSET[axis])
+        return _action(toward(grip, np.append(push_to, self.PUSH_Z)), CLOSE)
+
+
+class PickPlaceExpert:
+    """Above the block, down, close, lift, over the bin, lower, open; back to the start if the block is dropped."""
+
+    HOVER_DZ = 0.08
+    CARRY_Z = 0.16
+    RELEASE_Z = 0.09
+    CLOSE_STEPS = 3
+
+    def __init__(self, env: PickPlaceEnv):
+        self.env = env
+        self.phase = "above_block"
+        self.count = 0
+
+    def reset(self) -> None:
+        self.phase = "above_block"
+        self.count = 0
+
+    def _enter(self, phase: str) -> None:
+        self.phase, self.count = phase, 0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        env = self.env
+        grip, block, bin_xy = env.grip_pos, env.block_pos, env.bin_xy
+        self.count += 1
+        held = np.linalg.norm(block - grip) < 0.02 and env.jaw_opening < 0.05
+        if self.phase in ("lift", "carry", "lower") and not held:
+            self._enter("above_block")
+        if self.phase == "above_block":
+            hover = block + [0.0, 0.0, self.HOVER_DZ]
+            if np.linalg.norm(grip - hover) < 0.015:
+                self._enter("descend")
+            else:
+                return _action(toward(grip, hover), OPEN)
+        if self.phase == "descend":
+            if np.linalg.norm(grip - block) < 0.006:
+                self._enter("grasp")
+            else:
+                return _action(toward(grip, block), OPEN)
+        if self.phase == "grasp":
+            if self.count > self.CLOSE_STEPS:
+                self._enter("lift")
+            else:
+                return _action(toward(grip, block), CLOSE)
+        if self.phase == "lift":
+            if grip[2] > self.CARRY_Z - 0.02:
+                self._enter("carry")
+            else:
+                return _action(toward(grip, np.append(grip[:2], self.CARRY_Z)), CLOSE)
+        if self.phase == "carry":
+            over_bin = np.append(bin_xy, self.CARRY_Z)
+            if np.linalg.norm(grip[:2] - bin_xy) < 0.01:
+                self._enter("lower")
+            else:
+                return _action(toward(grip, over_bin), CLOSE)
+        if self.phase == "lower":
+            if grip[2] < self.RELEASE_Z + 0.01:
+                self._enter("release")
+            else:
+                return _action(toward(grip, np.append(bin_xy, self.RELEASE_Z)), CLOSE)
+        return _action(toward(grip, np.append(bin_xy, self.RELEASE_Z)), OPEN)

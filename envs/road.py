@@ -1,0 +1,180 @@
+"""Procedural two-lane road: a centre-line of straights and arcs, its Frenet projection, and its texture.
+
+Geometry and appearance live together because the texture is painted from the same centre-line the env
+measures progress and lane offset against, so what the camera sees and what the reward uses cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Road width (two lanes) and the offset of the right lane's centre from the road's centre-line, metres.
+ROAD_WIDTH = 7.0
+LANE_OFFSET = -ROAD_WIDTH / 4  # right lane: d < 0 (d is positive to the left of the direction of travel)
+#: Road drawn before the start and after the route end, so the cameras see road there too, metres.
+LEAD_IN = 12.0
+TAIL = 40.0
+#: Heading stays within this of the start heading: x then grows along the road, which cannot self-intersect.
+MAX_HEADING = np.deg2rad(80.0)
+
+_SAMPLE_SPACING = 0.1  # metres between centre-line samples
+_LINE_WIDTH = 0.2  # painted marking width, metres
+_DASH, _GAP = 3.0, 4.5  # centre-line dash pattern, metres
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A point in road (Frenet) coordinates: arc length ``s`` along the centre-line, signed offset ``d``."""
+
+    s: float
+    d: float
+
+
+class Road:
+    """A centre-line sampled every 10 cm from ``s = -LEAD_IN`` to ``route_length + TAIL``.
+
+    The route the car must drive runs from ``s = 0`` to ``s = route_length``; ``curvature`` is signed
+    (positive turns left) and exact per sample because the road is made of straights and circular arcs.
+    """
+
+    def __init__(self, points: np.ndarray, heading: np.ndarray, curvature: np.ndarray, route_length: float):
+        self.points = points
+        self.heading = heading
+        self.curvature = curvature
+        self.route_length = route_length
+        self.s = np.arange(len(points)) * _SAMPLE_SPACING - LEAD_IN
+
+    @classmethod
+    def generate(
+        cls,
+        rng: np.random.Generator,
+        route_length: float = 150.0,
+        radius_range: tuple[float, float] = (15.0, 60.0),
+    ) -> Road:
+        """A random road: a straight start, then alternating arcs (random radius, angle, side) and straights.
+
+        The centre-line is centred on the origin, so it lies within ``(LEAD_IN + route_length + TAIL) / 2``
+        of it along both axes (the textured ground plane is sized from that).
+        """
+        total = LEAD_IN + route_length + TAIL
+        segments: list[tuple[float, float]] = [(LEAD_IN + rng.uniform(8.0, 20.0), 0.0)]  # (length, curvature)
+        length, heading = segments[0][0], 0.0
+        while length < total:
+            radius = rng.uniform(*radius_range)
+            turn = rng.uniform(np.deg2rad(25.0), np.deg2rad(100.0))
+            side = rng.choice((-1.0, 1.0))
+            if abs(heading + side * turn) > MAX_HEADING:
+                side = -side
+            turn = min(turn, MAX_HEADING - side * heading)  # stay inside the heading band on this side
+            segments.append((radius * turn, side / radius))
+            heading += side * turn
+            straight = rng.uniform(4.0, 30.0)
+            segments.append((straight, 0.0))
+            length += radius * turn + straight
+        lengths = np.array([seg_len for seg_len, _ in segments])
+        kappas = np.array([k for _, k in segments])
+        bounds = np.concatenate(([0.0], np.cumsum(lengths)))
+        turns = np.concatenate(([0.0], np.cumsum(lengths * kappas)))  # heading at each segment boundary
+        arc = np.arange(int(round(total / _SAMPLE_SPACING)) + 1) * _SAMPLE_SPACING
+        curvature = kappas[np.minimum(np.searchsorted(bounds, arc, side="right") - 1, len(segments) - 1)]
+        heading_arr = np.interp(arc, bounds, turns)  # exact: heading is piecewise linear in arc length
+        mid = np.interp(arc[:-1] + _SAMPLE_SPACING / 2, bounds, turns)  # midpoint rule, exact on arcs to O(ds^3)
+        steps = _SAMPLE_SPACING * np.stack([np.cos(mid), np.sin(mid)], axis=1)
+        points = np.concatenate((np.zeros((1, 2)), np.cumsum(steps, axis=0)))
+        points -= 0.5 * (points.min(axis=0) + points.max(axis=0))  # centred on the textured ground plane
+        return cls(points, heading_arr, curvature, route_length)
+
+    def project(self, xy: np.ndarray) -> Projection:
+        """The nearest centre-line point's arc length and the signed lateral offset (left positive)."""
+        delta = self.points - xy
+        i = int(np.argmin(np.einsum("ij,ij->i", delta, delta)))
+        # The nearest point lies on one of the two segments touching sample i: project onto both, keep the closer.
+        best: tuple[float, float, float] | None = None
+        for j in (i - 1, i):
+            if j < 0 or j + 1 >= len(self.points):
+                continue
+            a, b = self.points[j], self.points[j + 1]
+            seg = b - a
+            t = float(np.clip(np.dot(xy - a, seg) / np.dot(seg, seg), 0.0, 1.0))
+            rel = xy - (a + t * seg)
+            dist2 = float(np.dot(rel, rel))
+            if best is None or dist2 < best[0]:
+                d = float(seg[0] * rel[1] - seg[1] * rel[0]) / _SAMPLE_SPACING
+                best = (dist2, self.s[j] + t * _SAMPLE_SPACING, d)
+        assert best is not None
+        return Projection(s=float(best[1]), d=best[2])
+
+    def pose(self, s: float, offset: float = 0.0) -> tuple[np.ndarray, float]:
+        """The point ``offset`` metres left of the centre-line at arc length ``s``, and the road heading there."""
+        s = float(np.clip(s, self.s[0], self.s[-1]))
+        heading = float(np.interp(s, self.s, self.heading))
+        xy = np.array([np.interp(s, self.s, self.points[:, 0]), np.interp(s, self.s, self.points[:, 1])])
+        return xy + offset * np.array([-np.sin(heading), np.cos(heading)]), heading
+
+    def offset_line(self, offset: float) -> np.ndarray:
+        """The centre-line shifted ``offset`` metres to the left (radii >= 15 m keep it free of loops)."""
+        normal = np.stack([-np.sin(self.heading), np.cos(self.heading)], axis=1)
+        return self.points + offset * normal
+
+
+@dataclass(frozen=True)
+class RoadColours:
+    """Per-seed colour jitter so a policy cannot key on exact pixel values."""
+
+    asphalt: np.ndarray
+    grass: np.ndarray
+    marking: np.ndarray
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> RoadColours:
+        asphalt = np.full(3, rng.uniform(0.30, 0.42)) + rng.uniform(-0.02, 0.02, 3)
+        grass = np.array([0.28, 0.48, 0.20]) * rng.uniform(0.85, 1.15) + rng.uniform(-0.03, 0.03, 3)
+        marking = np.full(3, rng.uniform(0.88, 0.98))
+        return cls(*(np.clip(c * 255.0, 0, 255).astype(np.uint8) for c in (asphalt, grass, marking)))
+
+
+def paint_texture(
+    road: Road,
+    colours: RoadColours,
+    rng: np.random.Generator,
+    size_px: int,
+    extent_m: float,
+) -> np.ndarray:
+    """An RGB texture (size_px, size_px, 3) of the square ``extent_m`` wide around the origin.
+
+    Row 0 is the plane's +y edge and column 0 its -x edge, as MuJoCo maps a 2D texture onto a plane.
+    """
+    shift = 4  # OpenCV sub-pixel precision: coordinates are fixed-point with 4 fractional bits
+    scale = size_px / extent_m
+
+    def to_px(xy: np.ndarray) -> np.ndarray:
+        px = (np.array([1.0, -1.0]) * xy + extent_m / 2) * scale
+        return np.round(px * (1 << shift)).astype(np.int32)
+
+    # Grass: the base colour with coarse patches and ~20 cm grain, so the ground gives motion cues. It is made
+    # at half resolution and upscaled once: full-resolution float noise would dominate the reset time.
+    half = size_px // 2
+    patches = cv2.resize(rng.normal(0.0, 9.0, (64, 64)).astype(np.float32), (half, half))
+    grain = patches[..., None] + rng.uniform(-8.0, 8.0, (half, half, 1)).astype(np.float32)
+    grass = cv2.convertScaleAbs(grain + colours.grass.astype(np.float32))
+    tex = cv2.resize(grass, (size_px, size_px), interpolation=cv2.INTER_NEAREST)
+
+    left, right = road.offset_line(ROAD_WIDTH / 2), road.offset_line(-ROAD_WIDTH / 2)
+    outline = np.concatenate((left, right[::-1]))
+    cv2.fillPoly(tex, [to_px(outline)], colours.asphalt.tolist(), cv2.LINE_AA, shift)
+
+    marking = colours.marking.tolist()
+    thickness = max(1, int(round(_LINE_WIDTH * scale)))
+    edge_inset = ROAD_WIDTH / 2 - 0.3
+    for line in (road.offset_line(edge_inset), road.offset_line(-edge_inset)):
+        cv2.polylines(tex, [to_px(line)], False, marking, thickness, cv2.LINE_AA, shift)
+    period = _DASH + _GAP
+    dashed = (road.s % period) < _DASH
+    starts = np.flatnonzero(dashed & ~np.roll(dashed, 1))
+    ends = np.flatnonzero(dashed & ~np.roll(dashed, -1))
+    dashes = [to_px(road.points[a : b + 1]) for a, b in zip(starts, ends) if b > a]
+    cv2.polylines(tex, dashes, False, marking, thickness, cv2.LINE_AA, shift)
+    return tex
