@@ -22,7 +22,7 @@ CONFIG_FILE = "policy.json"
 
 
 def save_policy(policy: ImagePolicy, directory: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Write the checkpoint into `directory` (created if needed), replacing both files atomically.
+    """Write the checkpoint into `directory` (created if needed); each file is replaced atomically.
 
     `metadata` is free-form JSON (env_id, env_kwargs, observation/action spaces, training info) kept for
     evaluation and deployment.

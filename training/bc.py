@@ -27,7 +27,7 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.envs import make_env
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.rollout import PolicyAgent, run_lockstep
-from imitlab.policies import ImagePolicy, PolicyConfig, load_policy, save_policy
+from imitlab.policies import ImagePolicy, PolicyConfig, load_policy, save_policy, state_statistics
 
 #: First seed of the training-time validation range (demos use 0.., held-out evaluation 1_000_000..).
 VALIDATION_SEED_START = 500_000
@@ -182,13 +182,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_eps, val_eps = _split(len(demos.seeds), config.val_fraction, rng)
     train_rows = np.flatnonzero(np.isin(demos.episode_index, train_eps))
     val_rows = np.flatnonzero(np.isin(demos.episode_index, val_eps))
-    state_mean = demos.state[train_rows].mean(0)
-    state_std = demos.state[train_rows].std(0) + 1e-6
+    state_mean, state_std = state_statistics(demos.state[train_rows])
 
     policy = ImagePolicy(PolicyConfig(
         backbone=config.backbone, pretrained=config.pretrained, image_keys=image_keys, image_size=image_size,
         state_dim=demos.state.shape[1], action_dim=demos.actions.shape[1], head_hidden=tuple(config.head_hidden),
-        state_mean=state_mean.tolist(), state_std=state_std.tolist(),
+        state_mean=state_mean, state_std=state_std,
     ))
     if config.init_policy:
         _load_initial_weights(policy, Path(config.init_policy))

@@ -1,0 +1,217 @@
+"""The behaviour-cloning policy: a shared image encoder per camera + a state-fusing MLP head -> tanh actions."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from imitlab.errors import ImitlabError
+from imitlab.policies.encoders import BACKBONES, make_encoder
+
+
+@dataclass(kw_only=True)
+class PolicyConfig:
+    """Everything needed to rebuild an `ImagePolicy`; stored as JSON next to the weights."""
+
+    backbone: str = "lite0"
+    """Image encoder: "lite0" (EfficientNet-Lite0) or "nature_cnn" (DQN CNN from scratch)."""
+    pretrained: bool = True
+    """Initialise lite0 from ImageNet weights (ignored by nature_cnn, which has none)."""
+    image_keys: tuple[str, ...] = ("image",)
+    """Observation keys of the camera images, in the order `ImagePolicy.forward` takes them."""
+    image_size: int = 96
+    """Square image side in pixels; the encoder is built for exactly this size."""
+    state_dim: int
+    """Length of the proprioceptive `"state"` vector (may be 0)."""
+    action_dim: int
+    """Length of the action vector; actions lie in [-1, 1]."""
+    head_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the MLP head that fuses image features and state."""
+    state_mean: list[float] = field(default_factory=list)
+    """Per-dimension state mean from the demonstrations (empty -> zeros, i.e. no shift)."""
+    state_std: list[float] = field(default_factory=list)
+    """Per-dimension state std from the demonstrations (empty -> ones, i.e. no scaling); must be > 0."""
+    dropout: float = 0.0
+    """Dropout probability after each hidden layer of the head."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_keys, str):
+            raise ImitlabError(f"invalid policy config: image_keys must be a list of keys, got {self.image_keys!r}")
+        self.image_keys = tuple(self.image_keys)
+        self.head_hidden = tuple(self.head_hidden)
+        if not self.state_mean:
+            self.state_mean = [0.0] * self.state_dim
+        if not self.state_std:
+            self.state_std = [1.0] * self.state_dim
+        self.state_mean = [float(v) for v in self.state_mean]
+        self.state_std = [float(v) for v in self.state_std]
+        self._validate()
+
+    def _validate(self) -> None:
+        problems = []
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if not isinstance(self.pretrained, bool):
+            problems.append("pretrained must be true or false")
+        if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
+            problems.append(f"image_keys {list(self.image_keys)} must be non-empty and unique")
+        if not all(isinstance(k, str) for k in self.image_keys):
+            problems.append("image_keys must be strings")
+        for name in ("image_size", "state_dim", "action_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "state_dim" else 1):
+                problems.append(f"{name} must be a {'non-negative' if name == 'state_dim' else 'positive'} int")
+        if not all(isinstance(w, int) and w > 0 for w in self.head_hidden):
+            problems.append("head_hidden must be positive ints")
+        if len(self.state_mean) != self.state_dim or len(self.state_std) != self.state_dim:
+            problems.append(f"state_mean and state_std must have state_dim={self.state_dim} entries")
+        if not all(math.isfinite(v) for v in self.state_mean):
+            problems.append("state_mean must be finite")
+        if not all(math.isfinite(v) and v > 0 for v in self.state_std):
+            problems.append("state_std must be finite and > 0 (floor constant dimensions, see state_statistics)")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append("dropout must be in [0, 1)")
+        if problems:
+            raise ImitlabError("invalid policy config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
+        """Inverse of `to_dict`; unknown or missing fields and bad values raise ImitlabError."""
+        if not isinstance(data, Mapping):
+            raise ImitlabError(f"invalid policy config: expected an object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ImitlabError(f"invalid policy config: unknown fields {unknown}")
+        missing = sorted(name for name in ("state_dim", "action_dim") if name not in data)
+        if missing:
+            raise ImitlabError(f"invalid policy config: missing fields {missing}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as error:
+            raise ImitlabError(f"invalid policy config: {error}") from error
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def state_statistics(states: np.ndarray, min_std: float = 1e-3) -> tuple[list[float], list[float]]:
+    """Mean and std of demonstration states (N, D) for `PolicyConfig`; std floored so constant dims stay finite."""
+    states = np.asarray(states, dtype=np.float64)
+    if states.ndim != 2 or states.shape[0] == 0:
+        raise ImitlabError(f"state statistics need a non-empty (N, D) array, got shape {states.shape}")
+    std = np.maximum(states.std(axis=0), min_std)
+    return states.mean(axis=0).tolist(), std.tolist()
+
+
+class ImagePolicy(nn.Module):
+    """Maps (state, camera images) to actions in [-1, 1].
+
+    One encoder is shared by all cameras (fewer weights, every camera trains it); the head sees the
+    concatenated per-camera features and the normalised state. `forward` takes positional tensors so
+    `torch.onnx.export(policy, (state, *images), ...)` works as is.
+    """
+
+    def __init__(self, config: PolicyConfig, *, load_pretrained: bool = True) -> None:
+        """`load_pretrained=False` skips reading ImageNet weights (when a checkpoint overwrites them anyway)."""
+        super().__init__()
+        self.config = config
+        self.encoder = make_encoder(config.backbone, config.image_size, config.pretrained and load_pretrained)
+        # Non-persistent: the statistics live in the config, so checkpoints hold only learned weights.
+        self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32), persistent=False)
+        layers: list[nn.Module] = []
+        width = self.encoder.features_dim * len(config.image_keys) + config.state_dim
+        for hidden in config.head_hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            width = hidden
+        layers += [nn.Linear(width, config.action_dim), nn.Tanh()]
+        self.head = nn.Sequential(*layers)
+        self._backbone_trainable = True
+
+    def encode(self, images: list[Tensor]) -> Tensor:
+        """uint8 images (B, H, W, 3), one per `config.image_keys` -> concatenated features (B, K * features_dim)."""
+        if len(images) != len(self.config.image_keys):
+            raise ValueError(f"expected {len(self.config.image_keys)} images ({self.config.image_keys}), got {len(images)}")
+        return torch.cat([self.encoder(image) for image in images], dim=1)
+
+    def head_forward(self, features: Tensor, state: Tensor) -> Tensor:
+        """Image features (B, F) + raw state (B, D) -> actions (B, A) in [-1, 1]."""
+        state = (state - self.state_mean) / self.state_std
+        return self.head(torch.cat([features, state], dim=1))
+
+    def forward(self, state: Tensor, *images: Tensor) -> Tensor:
+        """state float32 (B, D), images uint8 (B, H, W, 3) in `config.image_keys` order -> actions (B, A)."""
+        return self.head_forward(self.encode(list(images)), state)
+
+    @torch.no_grad()
+    def predict(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Numpy observation dict (single or batched) -> float32 actions, (A,) or (B, A); runs in eval mode."""
+        keys = self.config.image_keys
+        missing = [k for k in (*keys, "state") if k not in obs]
+        if missing:
+            raise ImitlabError(f"observation lacks keys {missing} the policy needs (has {sorted(obs)})")
+        single = np.ndim(obs[keys[0]]) == 3
+        device = self.state_mean.device
+        images = [self._image_tensor(k, obs[k], single).to(device) for k in keys]
+        state = np.asarray(obs["state"], dtype=np.float32)
+        expected_state = (self.config.state_dim,) if single else (images[0].shape[0], self.config.state_dim)
+        if state.shape != expected_state:
+            raise ImitlabError(f"observation 'state' has shape {state.shape}, the policy expects {expected_state}")
+        state_t = torch.from_numpy(state[None] if single else state).to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            actions = self(state_t, *images)
+        finally:
+            self.train(was_training)
+        out = actions.cpu().numpy()
+        return out[0] if single else out
+
+    def _image_tensor(self, key: str, image: np.ndarray, single: bool) -> Tensor:
+        image = np.asarray(image)
+        size = self.config.image_size
+        expected = (size, size, 3) if single else (image.shape[0], size, size, 3)
+        if image.dtype != np.uint8 or image.shape != expected:
+            raise ImitlabError(
+                f"observation {key!r} is {image.dtype} {image.shape}, the policy expects uint8 {expected}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(image[None] if single else image))
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Encoder parameters (for a lower fine-tuning learning rate)."""
+        return self.encoder.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Head parameters (everything that is not the encoder)."""
+        return self.head.parameters()
+
+    @property
+    def backbone_trainable(self) -> bool:
+        return self._backbone_trainable
+
+    def set_backbone_trainable(self, flag: bool) -> None:
+        """Freeze or unfreeze the encoder; a frozen encoder stays in eval mode so BatchNorm statistics stay fixed."""
+        self._backbone_trainable = flag
+        self.encoder.requires_grad_(flag)
+        self.encoder.train(self.training and flag)
+
+    def train(self, mode: bool = True) -> ImagePolicy:
+        super().train(mode)
+        if not self._backbone_trainable:
+            self.encoder.eval()
+        return self
