@@ -1,0 +1,295 @@
+"""Minibatches of (state, images, actions) for training, from a dataset that may not fit in memory.
+
+Two modes, chosen from the decoded size of the selected episodes against a memory budget:
+
+* ``memory``: every episode is decoded once into contiguous arrays; a batch is one fancy-index per array.
+  Images in the files are gzip-compressed, so decoding them once instead of every epoch is the whole win.
+* ``chunked``: each epoch visits the episodes in a shuffled order, a group ("chunk") at a time; a background
+  thread decodes the next chunks (whole-episode reads, one file open per episode per epoch, never per
+  sample) while the trainer consumes the current one, whose rows are shuffled. Chunks are groups of
+  shuffled episodes rather than ranges of neighbouring ones: with one file per episode, neighbours share
+  nothing on disk, and mixing episodes gives better-shuffled minibatches.
+
+The mode is reported in one log line (logger ``imitlab.demos.loader``) and in :attr:`DemoLoader.plan`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import queue
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
+from imitlab.errors import ImitlabError
+
+log = logging.getLogger(__name__)
+
+#: Default memory budget for decoded demos (MiB).
+DEFAULT_BUDGET_MB = 4096.0
+
+
+def _frame_jobs(ds: h5py.Dataset, dest: np.ndarray, path: Path) -> list[Callable[[], None]]:
+    """Fill ``dest`` with the frames of ``ds``: now through h5py, or, for our storage (deflate only, chunks of
+    whole frames), as one job per chunk that inflates the raw chunk with zlib. zlib releases the GIL while
+    h5py holds a global lock, so only the jobs decode frames on several cores at once."""
+    plist = ds.id.get_create_plist()
+    if not (ds.chunks and ds.chunks[1:] == ds.shape[1:] and plist.get_nfilters() == 1
+            and plist.get_filter(0)[0] == h5py.h5z.FILTER_DEFLATE):
+        dest[...] = ds[()]
+        return []
+    chunk_shape, step = ds.chunks, ds.chunks[0]
+    raw = [ds.id.read_direct_chunk((start,) + (0,) * (ds.ndim - 1)) for start in range(0, len(dest), step)]
+
+    def inflate(start: int, filter_mask: int, blob: bytes) -> None:
+        try:  # a set bit 0 in the filter mask means deflate was skipped for this chunk (stored as is)
+            data = blob if filter_mask & 1 else zlib.decompress(blob)
+            frames = np.frombuffer(data, np.uint8).reshape(chunk_shape)
+        except (zlib.error, ValueError) as exc:
+            raise ImitlabError(f"corrupt episode file {path}: frames {start}-{start + step - 1} of "
+                               f"{ds.name}: {exc}") from None
+        dest[start:start + step] = frames[:len(dest) - start]
+
+    return [partial(inflate, start, mask, blob) for start, (mask, blob) in zip(range(0, len(dest), step), raw)]
+
+
+class DemoBatch(NamedTuple):
+    """One minibatch: ``state`` float32 (B, D), ``images`` uint8 (B, H, W, C) per camera key, ``actions``
+    float32 (B, A)."""
+
+    state: torch.Tensor
+    images: dict[str, torch.Tensor]
+    actions: torch.Tensor
+
+
+@dataclass
+class _Arrays:
+    """Rows of several episodes, concatenated."""
+
+    state: np.ndarray
+    images: dict[str, np.ndarray]
+    actions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def take(self, rows: np.ndarray) -> _Arrays:
+        return _Arrays(self.state[rows], {k: v[rows] for k, v in self.images.items()}, self.actions[rows])
+
+    @staticmethod
+    def concat(parts: list[_Arrays]) -> _Arrays:
+        return _Arrays(np.concatenate([p.state for p in parts]),
+                       {k: np.concatenate([p.images[k] for p in parts]) for k in parts[0].images},
+                       np.concatenate([p.actions for p in parts]))
+
+
+class DemoLoader:
+    """Iterate minibatches over the selected episodes of one or more datasets; each ``iter()`` is one epoch.
+
+    Several datasets (e.g. demos plus DAgger rounds) must share env, env kwargs and spaces. ``mask`` restricts
+    each to a ``masks.json`` subset (e.g. ``"train"``); ``successful_only`` drops failed demonstrations except
+    those whose source is in ``keep_sources`` (DAgger's corrections are worth learning from either way);
+    ``mode`` is ``"auto"`` (by ``memory_budget_mb``), ``"memory"`` or ``"chunked"``; ``workers`` threads inflate
+    image chunks (0: up to 4, one per core). :meth:`subset` makes train/validation loaders from one scan.
+    """
+
+    def __init__(self, datasets: DemoDataset | Sequence[DemoDataset], batch_size: int = 64, *,
+                 mask: str | None = None, successful_only: bool = True, keep_sources: Sequence[str] = (),
+                 memory_budget_mb: float = DEFAULT_BUDGET_MB, mode: str = "auto", shuffle: bool = True,
+                 drop_last: bool = False, prefetch: int = 2, workers: int = 0, seed: int = 0):
+        if mode not in ("auto", "memory", "chunked"):
+            raise ImitlabError(f"loader mode must be auto, memory or chunked, got {mode!r}")
+        self.datasets = [datasets] if isinstance(datasets, DemoDataset) else list(datasets)
+        first = self.datasets[0]
+        for other in self.datasets[1:]:
+            for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
+                if other.header.get(key) != first.header.get(key):
+                    raise ImitlabError(f"dataset {other.path} has a different {key} than {first.path}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.prefetch = max(1, prefetch)
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.requested_mode = mode
+        self.budget_bytes = int(memory_budget_mb * 2**20)
+        self._rng = np.random.default_rng(seed)
+        obs_space = first.observation_space.spaces
+        if "state" not in obs_space:
+            raise ImitlabError(f"dataset {first.path} has no 'state' observation to train on")
+        self.image_shapes = {k: tuple(obs_space[k].shape) for k in sorted(obs_space) if k.endswith("image")}
+        self.image_keys = tuple(self.image_shapes)
+        self.state_dim = int(obs_space["state"].shape[0])
+        self.action_dim = int(first.action_space.shape[0])
+        self._row_bytes = (sum(int(np.prod(shape)) for shape in self.image_shapes.values())
+                           + 4 * (self.state_dim + self.action_dim))
+        paths, lengths, seeds = [], [], []
+        for dataset in self.datasets:
+            for path in dataset.episode_paths(mask):
+                with open_episode_file(path) as f:
+                    attrs = file_attrs(f)
+                    length = int(f["actions"].shape[0])
+                if successful_only and not attrs.get("success", False) and attrs.get("source") not in keep_sources:
+                    continue
+                paths.append(path)
+                lengths.append(length)
+                seeds.append(int(attrs.get("seed", -1)))
+        if not paths:
+            raise ImitlabError(f"dataset {first.path} has no {'successful ' if successful_only else ''}episodes"
+                               + (f" in mask {mask!r}" if mask else ""))
+        self._select(paths, lengths, seeds)
+
+    def _select(self, paths: list[Path], lengths: list[int], seeds: list[int]) -> None:
+        """Set the episodes this loader serves, and decide (and log) how it holds them."""
+        self.paths, self.lengths, self.seeds = paths, lengths, seeds
+        self.num_samples = int(sum(lengths))
+        self.decoded_bytes = self.num_samples * self._row_bytes
+        self.mode = self.requested_mode
+        if self.mode == "auto":
+            self.mode = "memory" if self.decoded_bytes <= self.budget_bytes else "chunked"
+        # Chunked: the chunk being consumed, the prefetched ones and the one being decoded fit in the budget.
+        self.chunk_bytes = max(self._row_bytes, self.budget_bytes // (self.prefetch + 2))
+        self._cache: _Arrays | None = None
+        how = ("cached in memory" if self.mode == "memory"
+               else f"streamed in chunks of ~{self.chunk_bytes / 2**20:.0f} MiB")
+        self.plan = (f"demo loader: {len(paths)} episodes, {self.num_samples} samples, "
+                     f"{self.decoded_bytes / 2**20:.0f} MiB decoded; {how} "
+                     f"(budget {self.budget_bytes / 2**20:.0f} MiB)")
+        log.info(self.plan)
+
+    def subset(self, episodes: Sequence[int], shuffle: bool | None = None, seed: int | None = None) -> DemoLoader:
+        """A loader over some of this one's episodes (indices into :attr:`paths`), with the same settings;
+        e.g. a training and a validation split without scanning the files again."""
+        if not len(episodes):
+            raise ImitlabError("a loader subset needs at least one episode")
+        other = copy.copy(self)
+        other.shuffle = self.shuffle if shuffle is None else shuffle
+        other._rng = np.random.default_rng(seed if seed is not None else int(self._rng.integers(2**63)))
+        idx = [int(i) for i in episodes]
+        other._select([self.paths[i] for i in idx], [self.lengths[i] for i in idx], [self.seeds[i] for i in idx])
+        return other
+
+    def __len__(self) -> int:
+        """Minibatches per epoch."""
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def state_mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std (+1e-6) of ``obs/state`` over the selected episodes (reads only the state arrays)."""
+        states = []
+        for path in self.paths:
+            with open_episode_file(path) as f:
+                states.append(f["obs"]["state"][()].astype(np.float64))
+        state = np.concatenate(states)
+        return state.mean(0).astype(np.float32), (state.std(0) + 1e-6).astype(np.float32)
+
+    def _read(self, indices: list[int]) -> _Arrays:
+        """Decode whole episodes into one preallocated block; image chunks are inflated by a thread pool."""
+        rows = sum(self.lengths[i] for i in indices)
+        out = _Arrays(np.empty((rows, self.state_dim), np.float32),
+                      {k: np.empty((rows, *shape), np.uint8) for k, shape in self.image_shapes.items()},
+                      np.empty((rows, self.action_dim), np.float32))
+        jobs: list[Callable[[], None]] = []
+        offset = 0
+        for i in indices:
+            path, end = self.paths[i], offset + self.lengths[i]
+            with open_episode_file(path) as f:
+                out.state[offset:end] = f["obs"]["state"][()]
+                out.actions[offset:end] = f["actions"][()]
+                for key in self.image_keys:
+                    jobs += _frame_jobs(f["obs"][key], out.images[key][offset:end], path)
+            offset = end
+        if jobs:
+            with ThreadPoolExecutor(self.workers) as pool:
+                for future in [pool.submit(job) for job in jobs]:
+                    future.result()
+        return out
+
+    def _to_batch(self, arrays: _Arrays) -> DemoBatch:
+        return DemoBatch(torch.from_numpy(arrays.state), {k: torch.from_numpy(v) for k, v in arrays.images.items()},
+                         torch.from_numpy(arrays.actions))
+
+    def _order(self, n: int) -> np.ndarray:
+        return self._rng.permutation(n) if self.shuffle else np.arange(n)
+
+    def __iter__(self) -> Iterator[DemoBatch]:
+        if self.mode == "memory":
+            return self._iter_memory()
+        return self._iter_chunked()
+
+    def _iter_memory(self) -> Iterator[DemoBatch]:
+        if self._cache is None:
+            self._cache = self._read(list(range(len(self.paths))))
+        rows = self._order(self.num_samples)
+        stop = len(self) * self.batch_size
+        for start in range(0, stop, self.batch_size):
+            yield self._to_batch(self._cache.take(rows[start:start + self.batch_size]))
+
+    def _chunks(self) -> list[list[int]]:
+        chunks: list[list[int]] = [[]]
+        size = 0
+        for i in self._order(len(self.paths)):
+            episode_bytes = self.lengths[i] * self._row_bytes
+            if chunks[-1] and size + episode_bytes > self.chunk_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(int(i))
+            size += episode_bytes
+        return chunks
+
+    def _iter_chunked(self) -> Iterator[DemoBatch]:
+        chunks = self._chunks()
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            for chunk in chunks:
+                try:
+                    item: _Arrays | BaseException = self._read(chunk)
+                except BaseException as exc:  # handed to the consumer, which re-raises it
+                    item = exc
+                while not stop.is_set():
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set() or isinstance(item, BaseException):
+                    return
+
+        reader = threading.Thread(target=produce, name="demo-loader", daemon=True)
+        reader.start()
+        size = self.batch_size
+        carry: _Arrays | None = None  # a chunk's last rows, completed into a batch by the next chunk's first
+        try:
+            for _ in chunks:
+                arrays = ready.get()
+                if isinstance(arrays, BaseException):
+                    raise arrays
+                rows = self._order(len(arrays))
+                start = 0
+                if carry is not None:
+                    start = min(size - len(carry), len(rows))
+                    carry = _Arrays.concat([carry, arrays.take(rows[:start])])
+                    if len(carry) < size:
+                        continue
+                    yield self._to_batch(carry)
+                full = start + (len(rows) - start) // size * size
+                for begin in range(start, full, size):
+                    yield self._to_batch(arrays.take(rows[begin:begin + size]))
+                carry = arrays.take(rows[full:]) if full < len(rows) else None
+            if carry is not None and not self.drop_last:
+                yield self._to_batch(carry)
+        finally:
+            stop.set()
+            reader.join(timeout=5)
