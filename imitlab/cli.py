@@ -40,11 +40,17 @@ def record(
     noise: float = typer.Option(0.0, min=0.0, help="DART noise: std of Gaussian noise on the executed action."),
     image_size: Optional[int] = typer.Option(None, help="Camera image size (env default if omitted)."),
     env_arg: list[str] = typer.Option([], help="Extra env constructor argument key=value (repeatable)."),
+    teleop: bool = typer.Option(False, help="Drive yourself with the keyboard in an OpenCV window (needs a display)."),
 ) -> None:
-    """Record expert demonstrations into a dataset folder."""
+    """Record expert (or, with --teleop, human) demonstrations into a dataset folder."""
     from imitlab.demos.recorder import record as run_record
+    from imitlab.demos.teleop import record_teleop
 
-    summary = run_record(env, out, episodes, seed_start, noise, _parse_env_kwargs(env_arg, image_size))
+    env_kwargs = _parse_env_kwargs(env_arg, image_size)
+    if teleop:
+        summary = record_teleop(env, out, episodes, seed_start, env_kwargs)
+    else:
+        summary = run_record(env, out, episodes, seed_start, noise, env_kwargs)
     typer.echo(f"wrote {summary.episodes} episodes ({summary.steps} steps, {summary.successes} successful) to {summary.path}")
 
 
@@ -64,19 +70,27 @@ def train(
     eval_episodes: int = typer.Option(8, min=1, help="Validation rollouts per check."),
     patience: int = typer.Option(0, min=0, help="Early stop after N validations without improvement (0: off)."),
     seed: int = typer.Option(0),
+    dagger_rounds: int = typer.Option(0, min=0, help="DAgger: rounds of policy rollouts labelled by the expert."),
+    dagger_episodes: int = typer.Option(10, min=1, help="DAgger: episodes collected per round."),
+    dagger_beta: float = typer.Option(0.5, min=0.0, max=1.0, help="DAgger: expert-control probability in round 1."),
 ) -> None:
     """Behaviour cloning: fit a policy to a dataset; the checkpoint kept is the best in closed loop."""
     from imitlab.training.bc import TrainConfig, train as run_train
+    from imitlab.training.dagger import DaggerConfig, run_dagger
 
-    log = run_train(TrainConfig(
+    config = TrainConfig(
         dataset=str(dataset), out=str(out), backbone=backbone, pretrained=pretrained,
         freeze_backbone=freeze_backbone, backbone_lr=backbone_lr, head_lr=head_lr, epochs=epochs,
         batch_size=batch_size, augment_shift=augment_shift, eval_every=eval_every, eval_episodes=eval_episodes,
         patience=patience, seed=seed,
-    ))
-    best = log["best"]
+    )
+    if dagger_rounds:
+        log = run_dagger(DaggerConfig(config, rounds=dagger_rounds, episodes_per_round=dagger_episodes, beta=dagger_beta))
+        best = log["rounds"][log["chosen_round"]]["bc"]
+    else:
+        best = run_train(config)["best"]
     typer.echo(f"best policy: {out / 'best'} (epoch {best['epoch']}, validation success "
-               f"{100 * best['rollout']['success_rate']:.0f} %), trained in {log['seconds']:.0f} s")
+               f"{100 * best['rollout']['success_rate']:.0f} % on {eval_episodes} seeds)")
 
 
 @app.command("eval")
@@ -115,6 +129,15 @@ def quickstart(
 
     report = run_quickstart(QuickstartConfig(out=out))
     typer.echo(f"\nreport: {report}")
+
+
+from imitlab.cli_demos import demos_app  # noqa: E402
+
+app.add_typer(demos_app, name="demos")
+
+from imitlab.cli_deploy import register as register_deploy  # noqa: E402
+
+register_deploy(app)
 
 
 def main() -> None:

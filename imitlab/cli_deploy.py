@@ -1,0 +1,86 @@
+"""CLI commands for validation and deployment: ``deploy`` (the gate), ``serve`` (HTTP) and ``compare`` (paired)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+#: evaluation.evaluate.HELD_OUT_SEED_START, repeated so that `imitlab --help` imports no simulator code.
+HELD_OUT_SEED_START = 1_000_000
+
+
+def register(app: typer.Typer) -> None:
+    """Add the deployment commands to the main ``imitlab`` app."""
+    app.command("deploy")(deploy_cmd)
+    app.command("serve")(serve_cmd)
+    app.command("compare")(compare_cmd)
+
+
+def deploy_cmd(
+    run: Path = typer.Argument(..., help="Training run or policy folder."),
+    min_success: float = typer.Option(..., help="Bar for the lower end of the 95 % Wilson interval (0..1)."),
+    episodes: int = typer.Option(50, min=1, help="Held-out validation episodes."),
+    out: Optional[Path] = typer.Option(None, help="Bundle folder to create (default: <run>/bundle)."),
+    int8: bool = typer.Option(False, help="Also build and validate an int8 model; shipped only if it clears the bar."),
+    int8_mode: str = typer.Option("static", help="int8 scheme: static (calibrated, quantises convs) or dynamic."),
+    workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores)."),
+    videos: int = typer.Option(2, min=0, help="Best/worst episode videos in the validation report."),
+    seed_start: int = typer.Option(HELD_OUT_SEED_START, help="First validation seed (held-out range)."),
+) -> None:
+    """Validate a policy in closed loop and write a deployment bundle only if it clears --min-success."""
+    from imitlab.deploy.bundle import deploy
+
+    result = deploy(run, min_success, episodes=episodes, out=out, int8=int8, int8_mode=int8_mode,
+                    workers=workers or None, videos=videos, seed_start=seed_start)
+    v, lat = result.spec["validation"], result.spec["latency_ms_batch1"]
+    typer.echo(f"torch vs ONNX max |action difference|: {v['parity_max_abs_diff']:.2e}")
+    typer.echo(_line("fp32", v["fp32"], lat["fp32"]) + f" (torch eager {lat['torch']['median_ms']:.2f} ms)")
+    if "int8" in v:
+        typer.echo(_line("int8", v["int8"], lat["int8"])
+                   + ("" if v["int8"]["included"] else " -> below the bar, not included"))
+    typer.echo(f"deployed: {result.bundle} (gate: Wilson lower bound {100 * v['fp32']['success_ci95'][0]:.1f} % >= "
+               f"{100 * min_success:.1f} %); report: {result.bundle / v['fp32']['report']}")
+
+
+def _line(name: str, r: dict[str, Any], latency: dict[str, float]) -> str:
+    low, high = r["success_ci95"]
+    return (f"{name}: success {r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f} % "
+            f"(95 % CI {100 * low:.1f}-{100 * high:.1f} %), {latency['median_ms']:.2f} ms/step at batch 1")
+
+
+def serve_cmd(
+    bundle: Path = typer.Argument(..., help="Deployment bundle folder written by `imitlab deploy`."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (the API has no authentication)."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    model: str = typer.Option("fp32", help="fp32 or int8 (if the bundle has it)."),
+    max_body_kb: int = typer.Option(0, min=0, help="Request size limit in KiB (0: enough for the bundle's images)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve a bundle over HTTP: POST /act, GET /health, GET /spec."""
+    from imitlab.deploy.server import serve
+
+    serve(bundle, host=host, port=port, model=model, max_body_bytes=max_body_kb * 1024 or None, log_level=log_level)
+
+
+def compare_cmd(
+    agent_a: str = typer.Argument(..., help="A: a policy or run folder, a bundle, or `expert`."),
+    agent_b: str = typer.Argument(..., help="B, evaluated on the same seeds."),
+    env: Optional[str] = typer.Option(None, help="Task id (needed only when both sides are `expert`)."),
+    episodes: int = typer.Option(50, min=1, help="Number of held-out seeds."),
+    seed_start: int = typer.Option(HELD_OUT_SEED_START, help="First seed."),
+    workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores)."),
+    out: Path = typer.Option(Path("runs/compare"), help="Folder for compare.json and compare.md."),
+) -> None:
+    """Evaluate two policies on the same seeds and report the paired success difference (McNemar, Newcombe CI)."""
+    from imitlab.evaluation.compare import compare, write_comparison
+
+    result = compare(agent_a, agent_b, list(range(seed_start, seed_start + episodes)), env_id=env,
+                     workers=workers or None)
+    paths = write_comparison(result, out)
+    s = result["success"]
+    low, high = s["success_diff_ci95"]
+    typer.echo(f"A only: {s['only_a']}, B only: {s['only_b']}, both: {s['both_succeed']}, neither: {s['neither']}; "
+               f"success A - B = {100 * s['success_diff']:+.1f} points (95 % CI {100 * low:+.1f} to {100 * high:+.1f}), "
+               f"McNemar p = {s['mcnemar_p']:.3g}; report: {paths['markdown']}")
