@@ -115,6 +115,10 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(spec: AgentSpec) -> None:
+    """One worker = one core: Mesa's llvmpipe rasteriser (EGL rendering on CPU) otherwise starts a thread per
+    core in every worker, and N workers then fight over the cores (measured: 2 workers ran slower than 1).
+    Pixels do not depend on its thread count."""
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     if spec.kind == "policy":
         import torch
 

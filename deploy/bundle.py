@@ -1,0 +1,289 @@
+"""Validate before deploy: the gate that turns a trained policy into a deployment bundle, or refuses to.
+
+``deploy`` exports the policy to ONNX, checks the export against torch, runs the exported model in closed
+loop on held-out seeds, and writes the bundle only if the lower end of the 95 % Wilson interval of its success
+rate reaches the bar. Everything is built in a temporary folder and renamed into place at the very end, so a
+refusal (or a crash) leaves nothing behind. The gate judges the ONNX file that ships, not the torch model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imitlab.deploy.export import INT8_MODES, export_onnx, parity_error, quantize_int8
+from imitlab.deploy.latency import latency_ms
+from imitlab.deploy.runtime import OnnxPolicy
+from imitlab.deploy.spec import FORMAT, FORMAT_VERSION, INT8_MODEL_FILE, MODEL_FILE, SPEC_FILE, VALIDATION_DIR
+from imitlab.envs import make_env, make_expert
+from imitlab.errors import ImitlabError
+from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, EvalSummary, evaluate, policy_dir, write_report
+from imitlab.evaluation.provenance import dataset_summary
+from imitlab.evaluation.stats import wilson_interval
+
+#: Largest |torch - ONNX| action difference accepted for the fp32 export (float32 kernels differ by ~1e-6).
+PARITY_TOLERANCE = 1e-4
+#: Expert episodes (training seeds 0..) whose observations calibrate int8 and feed the parity/latency checks.
+PROBE_EPISODES = 3
+_VERSIONED = ("imitlab", "torch", "onnx", "onnxruntime", "mujoco", "numpy", "gymnasium")
+
+
+@dataclass
+class DeployResult:
+    """What ``deploy`` wrote and measured."""
+
+    bundle: Path
+    spec: dict[str, Any]
+
+
+def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None = None, int8: bool = False,
+           int8_mode: str = "static", workers: int | None = None, videos: int = 2, seed_start: int = HELD_OUT_SEED_START,
+           progress: bool = True) -> DeployResult:
+    """Validate the policy in ``run`` (a run or policy folder) and write a bundle to ``out`` if it clears ``min_success``.
+
+    Raises ImitlabError, writing nothing, when the bar is not met, the export does not match torch, or ``out``
+    exists. With ``int8``, an int8 model is built and validated the same way; it ships only if it clears the bar too.
+    """
+    from imitlab.policies.io import load_policy
+
+    if not 0.0 <= min_success <= 1.0:
+        raise ImitlabError(f"--min-success must be a fraction in [0, 1], got {min_success}")
+    if int8_mode not in INT8_MODES:
+        raise ImitlabError(f"unknown int8 mode {int8_mode!r}; choose one of {', '.join(INT8_MODES)}")
+    source = policy_dir(Path(run))
+    out = Path(out) if out is not None else Path(run) / "bundle"
+    if out.exists():
+        raise ImitlabError(f"{out} already exists; remove it or choose another --out")
+    policy, md = load_policy(source)
+    seeds = list(range(seed_start, seed_start + episodes))
+    staging = Path(tempfile.mkdtemp(prefix="imitlab-bundle-"))
+    try:
+        probe = probe_observations(md["env_id"], md.get("env_kwargs", {}), ("state", *policy.config.image_keys))
+        export_onnx(policy, staging / MODEL_FILE)
+        spec = _spec(policy, md, source)
+        spec["models"]["fp32"] = _file_entry(staging / MODEL_FILE)
+        fp32 = OnnxPolicy(staging / MODEL_FILE, spec)
+        parity = parity_error(policy, fp32, probe)
+        if parity > PARITY_TOLERANCE:
+            raise ImitlabError(f"deploy refused: the ONNX export differs from the torch policy by {parity:.2e} "
+                               f"(tolerance {PARITY_TOLERANCE:g}); nothing written")
+        _write_spec(staging, spec)
+
+        summary = evaluate(str(staging), seeds, workers=workers, video_dir=staging / VALIDATION_DIR / "videos",
+                           videos=videos, progress=progress)
+        _relabel(summary, f"{out} (fp32)", out)
+        low, _ = wilson_interval(summary.successes, len(seeds))
+        if low < min_success:
+            raise ImitlabError(f"deploy refused: {_outcome(summary)} on held-out seeds {seeds[0]}..{seeds[-1]}; "
+                               f"the lower end {100 * low:.1f} % is below --min-success {100 * min_success:.1f} %; "
+                               "nothing written")
+        write_report(summary, staging / VALIDATION_DIR)
+        latency = {"torch": _torch_latency(policy, probe), "fp32": latency_ms(fp32.predict, probe)}
+        validation: dict[str, Any] = {
+            "min_success": min_success, "seeds": [seeds[0], seeds[-1]], "episodes": len(seeds),
+            "parity_max_abs_diff": parity, "parity_tolerance": PARITY_TOLERANCE,
+            "fp32": _result(summary, f"{VALIDATION_DIR}/report.html"),
+        }
+        if int8:
+            validation["int8"] = _validate_int8(staging, spec, probe, seeds, min_success, int8_mode, workers, progress,
+                                                policy, out, latency)
+        spec["validation"] = validation
+        spec["latency_ms_batch1"] = latency
+        _write_spec(staging, spec)
+        (staging / "README.md").write_text(_readme(spec, out))
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return DeployResult(bundle=out, spec=spec)
+
+
+def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndarray], seeds: list[int],
+                   min_success: float, mode: str, workers: int | None, progress: bool, policy: Any, out: Path,
+                   latency: dict[str, Any]) -> dict[str, Any]:
+    """Quantise, validate in closed loop on the same seeds, keep the file only if it clears the bar too."""
+    path = quantize_int8(staging / MODEL_FILE, staging / INT8_MODEL_FILE, probe, mode)
+    spec["models"]["int8"] = {**_file_entry(path), "scheme": mode}
+    _write_spec(staging, spec)
+    model = OnnxPolicy(path, spec)
+    summary = evaluate(str(path), seeds, workers=workers, progress=progress)
+    _relabel(summary, f"{out} (int8)", out)
+    write_report(summary, staging / VALIDATION_DIR / "int8")
+    latency["int8"] = latency_ms(model.predict, probe)
+    low, _ = wilson_interval(summary.successes, len(seeds))
+    result = {**_result(summary, f"{VALIDATION_DIR}/int8/report.html"), "scheme": mode,
+              "max_abs_diff_vs_torch": parity_error(policy, model, probe), "included": low >= min_success}
+    if not result["included"]:
+        del spec["models"]["int8"]
+        path.unlink()
+    return result
+
+
+def probe_observations(env_id: str, env_kwargs: dict[str, Any], keys: tuple[str, ...],
+                       limit: int = 256) -> dict[str, np.ndarray]:
+    """Observations from expert episodes on training seeds: in-distribution inputs for calibration and checks."""
+    from imitlab.demos.recorder import collect_episode
+
+    env = make_env(env_id, **env_kwargs)
+    try:
+        expert = make_expert(env)
+        episodes = [collect_episode(env, expert.act, seed, on_reset=expert.reset) for seed in range(PROBE_EPISODES)]
+    finally:
+        env.close()
+    obs = {k: np.concatenate([e.obs[k] for e in episodes]) for k in keys}
+    rows = np.linspace(0, len(obs["state"]) - 1, min(limit, len(obs["state"]))).astype(int)
+    return {k: np.ascontiguousarray(v[rows]) for k, v in obs.items()}
+
+
+def _spec(policy: Any, md: dict[str, Any], source: Path) -> dict[str, Any]:
+    config = policy.config
+    size = config.image_size
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source_policy": str(source.resolve()),
+        "env_id": md["env_id"], "env_kwargs": md.get("env_kwargs", {}),
+        "camera": {
+            "env_id": md["env_id"], "env_kwargs": md.get("env_kwargs", {}), "image_keys": list(config.image_keys),
+            "image_size": size,
+            "note": "images must come from this env configuration (camera pose, field of view, size, lighting); "
+                    "the policy never saw any other",
+        },
+        "image_keys": list(config.image_keys), "image_size": size,
+        "state_dim": config.state_dim, "action_dim": config.action_dim,
+        "observation_space": md.get("observation_space"), "action_space": md.get("action_space"),
+        "inputs": [{"name": "state", "dtype": "float32", "shape": ["batch", config.state_dim]}]
+        + [{"name": key, "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC RGB"}
+           for key in config.image_keys],
+        "outputs": [{"name": "action", "dtype": "float32", "shape": ["batch", config.action_dim], "range": [-1, 1]}],
+        "normalisation": {
+            "in_graph": True,
+            "note": "ImagePolicy.forward normalises inside the ONNX graph: feed raw env observations",
+            "state": "(state - state_mean) / state_std",
+            "state_mean": config.state_mean, "state_std": config.state_std,
+            "image": f"(pixel - {policy.encoder.mean:g}) / {policy.encoder.std:g} ({config.backbone} backbone)",
+        },
+        "policy_config": config.to_dict(),
+        "train_config": md.get("train_config"),
+        "train_seeds": md.get("train_seeds", []),
+        "dataset_summary": dataset_summary(md.get("dataset")),
+        "models": {},
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _write_spec(folder: Path, spec: dict[str, Any]) -> None:
+    (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def _relabel(summary: EvalSummary, label: str, out: Path) -> None:
+    """Reports name the published bundle, not the temporary folder it was validated in."""
+    summary.agent = label
+    summary.policy["path"] = str(out)
+
+
+def _outcome(summary: EvalSummary) -> str:
+    n = len(summary.episodes)
+    low, high = wilson_interval(summary.successes, n)
+    return (f"success {summary.successes}/{n} = {100 * summary.successes / n:.1f} % "
+            f"(95 % Wilson {100 * low:.1f}-{100 * high:.1f} %)")
+
+
+def _result(summary: EvalSummary, report: str) -> dict[str, Any]:
+    data = summary.to_json()
+    keys = ("successes", "episodes", "success_rate", "success_ci95", "mean_return", "mean_length", "metrics",
+            "terminated_episodes", "inference_ms_per_step")
+    return {**{k: data[k] for k in keys}, "per_seed_success": {str(e.seed): e.success for e in summary.episodes},
+            "report": report}
+
+
+def _torch_latency(policy: Any, probe: dict[str, np.ndarray]) -> dict[str, float]:
+    """The torch policy's batch-1 latency with one thread, for comparison with the ONNX runtime."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return latency_ms(policy.predict, probe)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Copy the finished bundle beside ``out`` and rename it into place (atomic on one filesystem)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.copytree(staging, partial)
+    try:
+        os.rename(partial, out)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ImitlabError(f"cannot publish the bundle to {out} ({error.strerror or error})") from error
+
+
+def _readme(spec: dict[str, Any], out: Path) -> str:
+    v = spec["validation"]
+    lat = spec["latency_ms_batch1"]
+    rows = [("fp32", v["fp32"], lat["fp32"])]
+    if "int8" in v:
+        rows.append((f"int8 ({v['int8']['scheme']}{'' if v['int8']['included'] else ', NOT included: below the bar'})",
+                     v["int8"], lat.get("int8", {})))
+    table = "\n".join(
+        f"| {name} | {r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f} % | "
+        f"{100 * r['success_ci95'][0]:.1f}-{100 * r['success_ci95'][1]:.1f} % | {r['mean_return']:.2f} | "
+        f"{lt.get('median_ms', float('nan')):.2f} |" for name, r, lt in rows)
+    keys = ", ".join(f"`{k}`" for k in spec["image_keys"])
+    return f"""# Deployment bundle
+
+Policy `{spec['source_policy']}` for `{spec['env_id']}` (env kwargs `{json.dumps(spec['env_kwargs'])}`),
+validated in closed loop on held-out seeds {v['seeds'][0]}..{v['seeds'][1]} before it was written.
+Gate: the lower end of the 95 % Wilson interval of the success rate must reach {100 * v['min_success']:.1f} %.
+Torch vs ONNX (fp32) max action difference on expert observations: {v['parity_max_abs_diff']:.2e}.
+
+| model | success | 95 % Wilson | mean return | latency batch 1 (median ms) |
+|---|---|---|---|---|
+{table}
+
+Torch eager latency for reference: {lat['torch']['median_ms']:.2f} ms. Full reports: `validation/report.html`.
+
+## Use
+
+Inputs: `state` float32 (B, {spec['state_dim']}) and uint8 (B, {spec['image_size']}, {spec['image_size']}, 3) RGB
+images {keys}; output `action` float32 (B, {spec['action_dim']}) in [-1, 1]. Normalisation is inside the graph:
+feed raw observations. Camera settings = the env above.
+
+In Python, with onnxruntime and numpy only (no torch):
+
+    from imitlab.deploy.runtime import load_bundle
+    policy = load_bundle("{out}")
+    action = policy.predict(obs)  # obs: dict with "state" and the image keys, single or batched
+
+Over HTTP (POST /act, GET /health, GET /spec), and re-validation on held-out seeds:
+
+    imitlab serve {out} --port 8000
+    imitlab eval {out}
+"""

@@ -1,0 +1,95 @@
+"""Torch policy -> ONNX (fp32), optional int8 quantisation, and the torch-vs-ONNX parity check."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from imitlab.deploy.runtime import OnnxPolicy
+from imitlab.errors import ImitlabError
+from imitlab.policies import ImagePolicy
+
+#: ONNX opset: 17 runs on every onnxruntime >= 1.14.
+OPSET = 17
+#: int8 schemes: "static" (QDQ, activations calibrated on observations; quantises the convolutions) or
+#: "dynamic" (weights only, MatMul/Gemm of the head; needs no calibration but leaves the CNN in fp32).
+INT8_MODES = ("static", "dynamic")
+
+
+def export_onnx(policy: ImagePolicy, path: Path) -> Path:
+    """Write ``policy`` as ONNX: inputs ``state`` float32 (B, D) then uint8 (B, H, W, 3) per ``config.image_keys``,
+    output ``action`` (B, A); the batch axis is dynamic. State and pixel normalisation are in the graph
+    (``ImagePolicy.forward`` does them), so the model takes raw observations.
+    """
+    config = policy.config
+    names = ["state", *config.image_keys]
+    size = config.image_size
+    example = (torch.zeros(2, config.state_dim),
+               *[torch.zeros(2, size, size, 3, dtype=torch.uint8) for _ in config.image_keys])
+    was_training = policy.training
+    policy.eval()
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter: the dynamo one needs onnxscript, which imitlab does not depend on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # Lite0's strided slices cannot be constant-folded; harmless, the graph just keeps the Slice ops.
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            torch.onnx.export(policy, example, str(path), input_names=names, output_names=["action"],
+                              dynamic_axes={name: {0: "batch"} for name in [*names, "action"]},
+                              opset_version=OPSET, dynamo=False)
+    finally:
+        policy.train(was_training)
+    onnx.checker.check_model(str(path))
+    return Path(path)
+
+
+def quantize_int8(fp32: Path, out: Path, calibration: Mapping[str, np.ndarray] | None, mode: str = "static") -> Path:
+    """Write an int8 version of the ONNX model ``fp32`` to ``out``.
+
+    ``calibration``: batched observations (same keys as the model inputs) whose activation ranges fix the
+    static scheme's quantisation parameters; they should look like deployment inputs (env observations).
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in INT8_MODES:
+        raise ImitlabError(f"unknown int8 mode {mode!r}; choose one of {', '.join(INT8_MODES)}")
+    if mode == "static" and calibration is None:
+        raise ImitlabError("static int8 quantisation needs calibration observations")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[dict[str, np.ndarray]] = _batches(calibration, 16)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"  # shape inference + graph fusions, as the quantiser recommends
+        quant_pre_process(str(fp32), str(prepared))
+        if mode == "dynamic":
+            quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        else:
+            quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    return Path(out)
+
+
+def parity_error(policy: ImagePolicy, onnx_policy: OnnxPolicy, observations: Mapping[str, np.ndarray]) -> float:
+    """Largest absolute action difference between the torch policy and the ONNX model on batched observations."""
+    worst = 0.0
+    for batch in _batches(observations, 64):
+        worst = max(worst, float(np.max(np.abs(policy.predict(batch) - onnx_policy.predict(batch)))))
+    return worst
+
+
+def _batches(observations: Mapping[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    n = len(observations["state"])
+    for start in range(0, n, size):
+        yield {k: np.ascontiguousarray(v[start:start + size]) for k, v in observations.items()}

@@ -1,0 +1,84 @@
+"""The deployment runtime: a bundle's ONNX policy run with onnxruntime and numpy only.
+
+This module must never import torch (a robot's computer need not have it); tests check that in a fresh
+interpreter. Normalisation (state mean/std, pixel scaling) is inside the ONNX graph, so callers pass raw
+observations exactly as the env returns them: ``state`` float32 (D,) and uint8 (H, W, 3) images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from imitlab.deploy.spec import model_path, read_spec
+from imitlab.errors import ImitlabError
+
+
+class ObservationError(ImitlabError):
+    """An observation whose keys, shapes or dtypes do not match the bundle's inputs."""
+
+
+class OnnxPolicy:
+    """``predict(obs)`` like ``ImagePolicy.predict``: a single observation -> (A,), a batch -> (B, A)."""
+
+    def __init__(self, model: Path, spec: dict[str, Any], threads: int = 1) -> None:
+        """``threads``: onnxruntime intra-op threads; 1 is fastest at batch 1 for these small nets."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable models
+            raise ImitlabError(f"{model}: cannot load ONNX model ({str(error).splitlines()[0]})") from error
+        self.spec = spec
+        self.model_file = Path(model)
+        self.image_keys: tuple[str, ...] = tuple(spec["image_keys"])
+        self.image_size = int(spec["image_size"])
+        self.state_dim = int(spec["state_dim"])
+        self.action_dim = int(spec["action_dim"])
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != ["state", *self.image_keys]:
+            raise ImitlabError(f"{model}: inputs {inputs} do not match the spec's state + {list(self.image_keys)}")
+
+    def predict(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """Numpy observation dict (single or batched) -> float32 actions in [-1, 1]."""
+        feeds, single = self.feeds(obs)
+        actions = self.session.run(None, feeds)[0]
+        return actions[0] if single else actions
+
+    def feeds(self, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+        """Check ``obs`` and turn it into batched session inputs; also says whether it was a single observation."""
+        missing = [k for k in ("state", *self.image_keys) if k not in obs]
+        if missing:
+            raise ObservationError(f"observation lacks keys {missing} the policy needs (has {sorted(obs)})")
+        first = np.asarray(obs[self.image_keys[0]])
+        single = first.ndim == 3
+        batch = 1 if single else (first.shape[0] if first.ndim == 4 else -1)
+        feeds: dict[str, np.ndarray] = {}
+        size = self.image_size
+        for key in self.image_keys:
+            image = np.asarray(obs[key])
+            expected = (size, size, 3) if single else (batch, size, size, 3)
+            if image.dtype != np.uint8 or image.shape != expected:
+                raise ObservationError(f"observation {key!r} is {image.dtype} {image.shape}, "
+                                       f"the policy expects uint8 {expected}")
+            feeds[key] = np.ascontiguousarray(image[None] if single else image)
+        try:
+            state = np.asarray(obs["state"], dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise ObservationError(f"observation 'state' is not numeric ({error})") from error
+        expected_state = (self.state_dim,) if single else (batch, self.state_dim)
+        if state.shape != expected_state:
+            raise ObservationError(f"observation 'state' has shape {state.shape}, the policy expects {expected_state}")
+        return {"state": np.ascontiguousarray(state[None] if single else state), **feeds}, single
+
+
+def load_bundle(bundle: Path, model: str = "fp32", threads: int = 1) -> OnnxPolicy:
+    """The policy of a deployment bundle folder; ``model`` picks the fp32 or the int8 ONNX file."""
+    spec = read_spec(Path(bundle))
+    return OnnxPolicy(model_path(Path(bundle), spec, model), spec, threads)

@@ -1,0 +1,123 @@
+"""The torch-free runtime: ONNX matches torch on recorded observations, loads without torch, rejects bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imitlab.demos.dataset import DemoDataset
+from imitlab.deploy.bundle import deploy
+from imitlab.deploy.export import export_onnx, quantize_int8
+from imitlab.deploy.runtime import ObservationError, OnnxPolicy, load_bundle
+from imitlab.deploy.spec import INT8_MODEL_FILE, SPEC_FILE, read_spec
+from imitlab.errors import ImitlabError
+from imitlab.evaluation.evaluate import policy_dir, resolve_agent
+from imitlab.policies import load_policy
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run: Path, tmp_path_factory) -> Path:
+    """A bundle of the shared tiny policy with fp32 and int8 models (bar 0: this module tests the runtime, not the gate)."""
+    out = tmp_path_factory.mktemp("runtime") / "bundle"
+    deploy(tiny_run, 0.0, episodes=2, out=out, int8=True, workers=2, videos=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_demos: Path) -> dict[str, np.ndarray]:
+    """Every observation of the recorded demos."""
+    episodes = list(DemoDataset(tiny_demos).episodes())
+    return {k: np.concatenate([e.obs[k] for e in episodes]) for k in ("state", "image")}
+
+
+def test_onnx_matches_torch_on_recorded_observations(tiny_run, bundle, recorded):
+    policy, _ = load_policy(policy_dir(tiny_run))
+    runtime = load_bundle(bundle)
+    torch_actions = policy.predict(recorded)
+    onnx_actions = runtime.predict(recorded)
+    assert onnx_actions.shape == torch_actions.shape == (len(recorded["state"]), 2)
+    assert np.max(np.abs(onnx_actions - torch_actions)) <= 1e-4
+    single = {k: v[7] for k, v in recorded.items()}
+    assert runtime.predict(single).shape == (2,)
+    np.testing.assert_allclose(runtime.predict(single), torch_actions[7], atol=1e-4)
+
+
+def test_runtime_never_imports_torch(bundle, recorded, tmp_path):
+    np.savez(tmp_path / "obs.npz", **{k: v[:5] for k, v in recorded.items()})
+    code = f"""
+import json, sys
+import numpy as np
+from imitlab.deploy.runtime import load_bundle
+obs = dict(np.load({str(tmp_path / 'obs.npz')!r}))
+out = {{m: load_bundle({str(bundle)!r}, m).predict(obs).tolist() for m in ("fp32", "int8")}}
+print(json.dumps({{"torch_loaded": "torch" in sys.modules, "actions": out}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["torch_loaded"] is False
+    expected = load_bundle(bundle).predict({k: v[:5] for k, v in recorded.items()})
+    np.testing.assert_allclose(result["actions"]["fp32"], expected, atol=1e-6)
+    assert np.all(np.abs(result["actions"]["int8"]) <= 1.0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: o.pop("image"), "lacks keys"),
+    (lambda o: o.update(image=o["image"].astype(np.float32)), "expects uint8"),
+    (lambda o: o.update(image=o["image"][:, :40]), "expects uint8"),
+    (lambda o: o.update(state=o["state"][:3]), "state"),
+    (lambda o: o.update(state=np.array(["a", "b", "c", "d"])), "not numeric"),
+    (lambda o: o.update(image=np.stack([o["image"]] * 2)), "state"),  # batch of 2 images, one state
+])
+def test_runtime_rejects_malformed_observations(bundle, recorded, change, message):
+    obs = {k: v[0].copy() for k, v in recorded.items()}
+    change(obs)
+    with pytest.raises(ObservationError, match=message):
+        load_bundle(bundle).predict(obs)
+
+
+def test_bundle_loading_errors_are_one_line(bundle, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    with pytest.raises(ImitlabError, match="unknown model variant"):
+        load_bundle(broken, "fp16")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ImitlabError, match="cannot load ONNX model"):
+        load_bundle(broken)
+    spec = read_spec(broken)
+    del spec["models"]["int8"]
+    (broken / SPEC_FILE).write_text(json.dumps(spec))
+    with pytest.raises(ImitlabError, match="no int8 model"):
+        load_bundle(broken, "int8")
+    (broken / SPEC_FILE).write_text("{")
+    with pytest.raises(ImitlabError, match="not valid JSON"):
+        load_bundle(broken)
+    with pytest.raises(ImitlabError, match="not a deployment bundle"):
+        load_bundle(tmp_path)
+
+
+def test_the_evaluator_resolves_bundles_and_their_model_files(bundle):
+    assert resolve_agent(str(bundle)).kind == "bundle"
+    assert resolve_agent(str(bundle)).model == "fp32"
+    assert resolve_agent(str(bundle / INT8_MODEL_FILE)).model == "int8"
+    with pytest.raises(ImitlabError, match="not one of the bundle's models"):
+        resolve_agent(str(bundle / "other.onnx"))
+    with pytest.raises(ImitlabError, match="validated on"):
+        resolve_agent(str(bundle), env_id="imitlab/Reach-v0")
+
+
+def test_dynamic_int8_needs_no_calibration_and_static_does(tiny_run, bundle, recorded, tmp_path):
+    policy, _ = load_policy(policy_dir(tiny_run))
+    fp32 = export_onnx(policy, tmp_path / "model.onnx")
+    dynamic = OnnxPolicy(quantize_int8(fp32, tmp_path / "dynamic.onnx", None, "dynamic"), read_spec(bundle))
+    batch = {k: v[:16] for k, v in recorded.items()}
+    # Weight-only int8 of the head: close to fp32 (a loose bound; the closed-loop check is the real test).
+    assert np.max(np.abs(dynamic.predict(batch) - policy.predict(batch))) < 0.1
+    with pytest.raises(ImitlabError, match="calibration"):
+        quantize_int8(fp32, tmp_path / "static.onnx", None, "static")
