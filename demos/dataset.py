@@ -41,6 +41,7 @@ import numpy as np
 from gymnasium import spaces
 
 from imitlab.errors import ImitlabError
+from imitlab.formats import read_format_document
 
 FORMAT = "imitlab-demos"
 FORMAT_VERSION = 1
@@ -193,14 +194,7 @@ class DemoDataset:
             raise ImitlabError(f"dataset not found: {self.path}")
         if not header_path.is_file():
             raise ImitlabError(f"not an imitlab dataset (no {HEADER}): {self.path}")
-        try:
-            self.header: dict[str, Any] = json.loads(header_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ImitlabError(f"corrupt dataset header {header_path}: {exc}") from None
-        if self.header.get("format") != FORMAT:
-            raise ImitlabError(f"{header_path} is not an {FORMAT} header (format={self.header.get('format')!r})")
-        if self.header.get("format_version", 0) > FORMAT_VERSION:
-            raise ImitlabError(f"{header_path}: format version {self.header['format_version']} is newer than this imitlab")
+        self.header: dict[str, Any] = read_format_document(header_path, FORMAT, FORMAT_VERSION)
 
     @property
     def env_id(self) -> str:

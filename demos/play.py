@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from imitlab.demos.dataset import DemoDataset, Episode, read_episode_file
-from imitlab.demos.stats import action_labels, env_class
+from imitlab.envs import action_labels, env_class
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.video import annotate_frame, write_mp4
 

@@ -6,16 +6,15 @@ datasets of many gigabytes.
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
+from imitlab.envs import action_labels
 
 #: Percentiles reported per dimension.
 PERCENTILES = (1, 50, 99)
@@ -115,26 +114,6 @@ class ArrayStats:
         if self.state is not None:
             out["state"] = describe(self.state)
         return out
-
-
-def action_labels(env_id: str, dim: int) -> list[str]:
-    """The env class's ``ACTION_LABELS`` if it defines them (no env is constructed), else ``a0, a1, ...``."""
-    labels = getattr(env_class(env_id), "ACTION_LABELS", None)
-    return list(labels) if labels is not None and len(labels) == dim else [f"a{i}" for i in range(dim)]
-
-
-def env_class(env_id: str) -> type | None:
-    """The class registered for ``env_id``, imported but not instantiated; None if it cannot be found."""
-    import imitlab.envs  # noqa: F401  (registers the imitlab task ids)
-
-    try:
-        entry = gym.spec(env_id).entry_point
-    except gym.error.Error:
-        return None
-    if not isinstance(entry, str):
-        return entry if isinstance(entry, type) else None
-    module, _, name = entry.partition(":")
-    return getattr(importlib.import_module(module), name, None)
 
 
 def array_stats(dataset: DemoDataset, mask: str | None = None) -> ArrayStats:

@@ -12,11 +12,11 @@ Layout (format ``imitlab-bundle``, version 1)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
+from imitlab.formats import read_format_document
 
 FORMAT = "imitlab-bundle"
 FORMAT_VERSION = 1
@@ -39,17 +39,9 @@ def is_bundle(path: Path) -> bool:
 def read_spec(bundle: Path) -> dict[str, Any]:
     """The bundle's spec, checked for the fields the runtime, server and evaluator rely on."""
     path = Path(bundle) / SPEC_FILE
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ImitlabError(f"{bundle}: not a deployment bundle (no {SPEC_FILE})") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ImitlabError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise ImitlabError(f"{path}: not an imitlab bundle spec (expected \"format\": \"{FORMAT}\")")
-    if spec.get("format_version") != FORMAT_VERSION:
-        raise ImitlabError(f"{path}: unsupported format_version {spec.get('format_version')!r} "
-                           f"(this imitlab reads {FORMAT_VERSION})")
+    if not path.is_file():
+        raise ImitlabError(f"{bundle}: not a deployment bundle (no {SPEC_FILE})")
+    spec = read_format_document(path, FORMAT, FORMAT_VERSION)
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ImitlabError(f"{path}: missing fields {missing}")

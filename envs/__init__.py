@@ -11,6 +11,7 @@ import os
 # Headless rendering on CPU: EGL (Mesa llvmpipe) unless the user chose a backend.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import importlib  # noqa: E402
 from typing import Any, Protocol  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -49,9 +50,29 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
+def env_class(env_id: str) -> type | None:
+    """The class registered for ``env_id``, imported but not instantiated; None if it cannot be found."""
+    try:
+        entry = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return None
+    if not isinstance(entry, str):
+        return entry if isinstance(entry, type) else None
+    module, _, name = entry.partition(":")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def action_labels(env_id: str, action_dim: int) -> list[str]:
+    """The task's ``ACTION_LABELS`` (read from its class, no env built) for plots and videos, else a0, a1, ..."""
+    labels = getattr(env_class(env_id), "ACTION_LABELS", None)
+    if labels is not None and len(labels) == action_dim:
+        return [str(label) for label in labels]
+    return [f"a{i}" for i in range(action_dim)]
+
+
 def make_expert(env: gym.Env) -> Expert:
     """The privileged expert of ``env``'s task (every imitlab env defines ``make_expert``)."""
     return env.unwrapped.make_expert()
 
 
-__all__ = ["TASKS", "Expert", "make_env", "make_expert"]
+__all__ = ["TASKS", "Expert", "action_labels", "env_class", "make_env", "make_expert"]

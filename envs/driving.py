@@ -61,6 +61,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
     METRICS = {"route_completion": "last", "lateral_offset": "mean_abs"}
+    ACTION_LABELS = ("steer", "throttle")
 
     def __init__(
         self,

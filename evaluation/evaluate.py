@@ -6,7 +6,6 @@ on its seed, never on the number of workers or on which other episodes ran besid
 
 from __future__ import annotations
 
-import importlib
 import json
 import multiprocessing
 import os
@@ -18,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from imitlab.envs import TASKS, make_env
+from imitlab.envs import action_labels, make_env
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.provenance import policy_provenance
 from imitlab.evaluation.rollout import Agent, EpisodeResult, ExpertAgent, PolicyAgent, run_lockstep
@@ -210,7 +209,7 @@ def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kw
     action_dim = len(episodes[0].actions[0]) if episodes[0].actions else 0
     return EvalSummary(agent=str(agent), env_id=spec.env_id, env_kwargs=spec.env_kwargs, episodes=episodes,
                        policy=policy_provenance(spec.kind, spec.path, spec.metadata),
-                       action_labels=_action_labels(spec.env_id, action_dim))
+                       action_labels=action_labels(spec.env_id, action_dim))
 
 
 def pick_video_seeds(results: Sequence[EpisodeResult], count: int) -> list[int]:
@@ -232,13 +231,6 @@ def _attach_video(results: dict[int, EpisodeResult], replay: EpisodeResult) -> N
                            f"{original.success}->{replay.success}, return {original.episode_return}->"
                            f"{replay.episode_return}); the agent or env is not deterministic per seed")
     original.video = replay.video
-
-
-def _action_labels(env_id: str, action_dim: int) -> list[str]:
-    """The task's ``ACTION_LABELS`` (read from its class, no env built), else a0, a1, ..."""
-    module, _, name = TASKS[env_id].partition(":")
-    labels = getattr(getattr(importlib.import_module(module), name), "ACTION_LABELS", None)
-    return [str(label) for label in labels] if labels else [f"a{i}" for i in range(action_dim)]
 
 
 def write_report(summary: EvalSummary, out_dir: Path) -> dict[str, Path]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from imitlab.envs import make_expert
+from imitlab.envs import action_labels, make_expert
 from imitlab.evaluation.video import annotate_frame, write_mp4
 
 
@@ -149,5 +149,5 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
 
 def _video_frame(env: gym.Env, obs: dict[str, np.ndarray], action: np.ndarray, seed: int, step: int) -> np.ndarray:
     views = [obs[k] for k in obs if k.endswith("image")]
-    labels = getattr(env.unwrapped, "ACTION_LABELS", [f"a{i}" for i in range(len(action))])
+    labels = action_labels(env.spec.id, len(action)) if env.spec else [f"a{i}" for i in range(len(action))]
     return annotate_frame(env.render(), views, action, labels, f"seed {seed}  step {step}")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from imitlab.demos.dataset import HEADER
 from imitlab.demos.recorder import record
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, evaluate, markdown_report
+from imitlab.evaluation.compare import comparison, comparison_markdown
+from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, evaluate, markdown_report, write_report
 from imitlab.training.bc import TrainConfig, train
 
 
@@ -57,16 +58,20 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         print(f"\n== training {name} ==")
         train(train_config)
     seeds = list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + config.eval_episodes))
-    reports = []
+    summaries = []
     for name in runs:
         print(f"\n== evaluating {name} on {len(seeds)} held-out seeds ==")
-        summary = evaluate(str(out / name), seeds, video_dir=out / "videos" / name, videos=config.videos)
-        data = summary.to_json()
-        (out / name / "eval.json").write_text(json.dumps(data, indent=2))
-        reports.append(data)
+        summary = evaluate(str(out / name), seeds, video_dir=out / name / "eval" / "videos", videos=config.videos)
+        write_report(summary, out / name / "eval")
+        summaries.append(summary)
+    paired = comparison(*summaries)
     report = out / "report.md"
-    text = markdown_report(reports, base=out, title="imitlab quickstart: LaneFollow, pretrained Lite0 vs scratch CNN")
-    report.write_text(text + f"\nTotal time: {time.perf_counter() - start:.0f} s. Videos: `{out / 'videos'}`.\n")
-    (out / "report.json").write_text(json.dumps(reports, indent=2))
-    print("\n" + text.split("\n## ")[0])
+    text = markdown_report(paired["reports"], base=out,
+                           title="imitlab quickstart: LaneFollow, pretrained Lite0 vs scratch CNN")
+    summary_table, _, per_episode = text.partition("\n## ")
+    paired_section = comparison_markdown(paired).replace("# ", "## ", 1)
+    report.write_text(f"{summary_table}\n{paired_section}\n## {per_episode}\nPlots and embedded videos: "
+                      f"`{out}/<run>/eval/report.html`. Total time: {time.perf_counter() - start:.0f} s.\n")
+    (out / "report.json").write_text(json.dumps(paired, indent=2))
+    print(f"\n{summary_table}\n{paired_section}")
     return report

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from imitlab.errors import ImitlabError
+from imitlab.formats import read_format_document
 from imitlab.policies.policy import ImagePolicy, PolicyConfig
 
 FORMAT = "imitlab-policy"
@@ -77,17 +78,7 @@ def read_policy_metadata(directory: Path) -> dict[str, Any]:
 
 
 def _read_document(path: Path) -> tuple[PolicyConfig, dict[str, Any]]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ImitlabError(f"{path}: file not found") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ImitlabError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ImitlabError(f"{path}: not an imitlab policy (expected \"format\": \"{FORMAT}\")")
-    version = document.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ImitlabError(f"{path}: unsupported format_version {version!r} (this imitlab reads {FORMAT_VERSION})")
+    document = read_format_document(path, FORMAT, FORMAT_VERSION)
     metadata = document.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ImitlabError(f"{path}: \"metadata\" must be an object")

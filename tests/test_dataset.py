@@ -94,8 +94,8 @@ def test_corrupt_header_and_episode_name_the_file(tmp_path):
     with pytest.raises(ImitlabError, match="demo_000000.hdf5"):
         list(DemoDataset(tmp_path / "ds").episodes())
     (tmp_path / "ds" / "dataset.json").write_text("{not json")
-    with pytest.raises(ImitlabError, match="corrupt dataset header"):
+    with pytest.raises(ImitlabError, match="dataset.json: not valid JSON"):
         DemoDataset(tmp_path / "ds")
     (tmp_path / "ds" / "dataset.json").write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(ImitlabError, match="not an imitlab-demos header"):
+    with pytest.raises(ImitlabError, match="not an imitlab-demos document"):
         DemoDataset(tmp_path / "ds")

@@ -332,7 +332,7 @@ def test_load_garbled_json(saved):
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda d: d.update(format="something-else"), "not an imitlab policy"),
+        (lambda d: d.update(format="something-else"), "not an imitlab-policy document"),
         (lambda d: d.update(format_version=2), "unsupported format_version 2"),
         (lambda d: d["config"].update(state_dim="four"), "invalid policy config"),
         (lambda d: d.update(metadata=[1]), "\"metadata\" must be an object"),
