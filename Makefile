@@ -25,9 +25,14 @@ quickstart: setup
 test: setup-test
 	$(PY) -m pytest -q
 
+# Throughput figures quoted in README and issue notes (each script prints its own table).
 bench: setup-test
 	$(PY) benchmarks/bench_env.py
+	$(PY) benchmarks/bench_manipulation.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_eval.py --episodes 20 --workers 2
+	$(PY) benchmarks/bench_latency.py
 
 clean:
 	rm -rf runs .pytest_cache
