@@ -46,6 +46,7 @@ def test_spaces_observation_and_info(env_id: str) -> None:
     assert env.observation_space["state"].shape == (STATE_DIM,)
     assert arm.metadata["render_fps"] == 10
     assert arm.METRICS == {"goal_distance": "last"}
+    assert arm.ACTION_LABELS == ("dx", "dy", "dz", "gripper")
     obs, info = env.reset(seed=3)
     assert env.observation_space.contains(obs)
     assert obs["image"].shape == obs["wrist_image"].shape == (SIZE, SIZE, 3)

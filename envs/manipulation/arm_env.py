@@ -58,6 +58,8 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
     METRICS: ClassVar[dict[str, str]] = {"goal_distance": "last"}
+    #: Names of the action dimensions (the evaluator labels its action bars with them).
+    ACTION_LABELS: ClassVar[tuple[str, ...]] = ("dx", "dy", "dz", "gripper")
     SCENE: ClassVar[str]
     MAX_STEPS: ClassVar[int]
     #: Jaw state at the start of an episode.
