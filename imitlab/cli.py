@@ -117,7 +117,7 @@ def evaluate_cmd(
     data = summary.to_json()
     low, high = data["success_ci95"]
     typer.echo(f"success {data['successes']}/{data['episodes']} = {100 * data['success_rate']:.0f} % "
-               f"(95 % CI {100 * low:.0f}-{100 * high:.0f} %); report: {paths['markdown']}")
+               f"(95 % CI {100 * low:.0f}-{100 * high:.0f} %); report: {paths['markdown']} and {paths['html']}")
 
 
 @app.command()
