@@ -70,6 +70,9 @@ def train(
     eval_episodes: int = typer.Option(8, min=1, help="Validation rollouts per check."),
     patience: int = typer.Option(0, min=0, help="Early stop after N validations without improvement (0: off)."),
     seed: int = typer.Option(0),
+    threads: int = typer.Option(0, min=0, help="torch CPU threads (0: all cores)."),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="Fraction of episodes held out for validation loss."),
+    init_policy: Optional[Path] = typer.Option(None, help="Start from this saved policy's weights (same backbone)."),
     dagger_rounds: int = typer.Option(0, min=0, help="DAgger: rounds of policy rollouts labelled by the expert."),
     dagger_episodes: int = typer.Option(10, min=1, help="DAgger: episodes collected per round."),
     dagger_beta: float = typer.Option(0.5, min=0.0, max=1.0, help="DAgger: expert-control probability in round 1."),
@@ -82,7 +85,8 @@ def train(
         dataset=str(dataset), out=str(out), backbone=backbone, pretrained=pretrained,
         freeze_backbone=freeze_backbone, backbone_lr=backbone_lr, head_lr=head_lr, epochs=epochs,
         batch_size=batch_size, augment_shift=augment_shift, eval_every=eval_every, eval_episodes=eval_episodes,
-        patience=patience, seed=seed,
+        patience=patience, seed=seed, threads=threads, val_fraction=val_fraction,
+        init_policy=str(init_policy) if init_policy else None,
     )
     if dagger_rounds:
         log = run_dagger(DaggerConfig(config, rounds=dagger_rounds, episodes_per_round=dagger_episodes, beta=dagger_beta))

@@ -109,3 +109,11 @@ def test_quickstart_runs_end_to_end_at_tiny_scale(tmp_path):
     paired = json.loads((tmp_path / "qs" / "report.json").read_text())
     assert [r["agent"] for r in paired["reports"]] == [str(tmp_path / "qs" / n) for n in ("lite0", "nature_cnn")]
     assert (tmp_path / "qs" / "lite0" / "eval" / "report.html").is_file()
+
+
+def test_init_policy_of_another_backbone_is_refused(tiny_demos, tiny_run, tmp_path):
+    from imitlab.training.bc import TrainConfig, train
+
+    with pytest.raises(ImitlabError, match="cannot initialise a lite0 policy"):
+        train(TrainConfig(dataset=str(tiny_demos), out=str(tmp_path / "r"), backbone="lite0", epochs=1,
+                          eval_episodes=1, init_policy=str(tiny_run / "best"), progress=False))
