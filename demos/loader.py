@@ -33,6 +33,7 @@ import torch
 
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
 from imitlab.errors import ImitlabError
+from imitlab.policies.policy import state_statistics
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +186,13 @@ class DemoLoader:
         return full if self.drop_last or rest == 0 else full + 1
 
     def state_mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std (+1e-6) of ``obs/state`` over the selected episodes (reads only the state arrays)."""
+        """The policy's state normalisation (``state_statistics``) over the selected episodes (state arrays only)."""
         states = []
         for path in self.paths:
             with open_episode_file(path) as f:
-                states.append(f["obs"]["state"][()].astype(np.float64))
-        state = np.concatenate(states)
-        return state.mean(0).astype(np.float32), (state.std(0) + 1e-6).astype(np.float32)
+                states.append(f["obs"]["state"][()])
+        mean, std = state_statistics(np.concatenate(states))
+        return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def _read(self, indices: list[int]) -> _Arrays:
         """Decode whole episodes into one preallocated block; image chunks are inflated by a thread pool."""

@@ -219,6 +219,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs) for _ in range(config.eval_episodes)]
     val_seeds = list(range(VALIDATION_SEED_START, VALIDATION_SEED_START + config.eval_episodes))
     writer = SummaryWriter(str(out / "tb"))
+    config_json = _jsonable(asdict(config))
     metadata = {
         "env_id": dataset.env_id,
         "env_kwargs": dataset.env_kwargs,
@@ -226,9 +227,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "action_space": dataset.header["action_space"],
         "train_seeds": demos.seeds,
         "dataset": str(Path(config.dataset).resolve()),
-        "train_config": _jsonable(asdict(config)),
+        "train_config": config_json,
     }
-    log: dict[str, Any] = {"config": _jsonable(asdict(config)), "epochs": [], "best": None,
+    log: dict[str, Any] = {"config": config_json, "epochs": [], "best": None,
                            "train_samples": int(len(train_rows)), "val_samples": int(len(val_rows))}
     best_score: tuple[float, float] | None = None
     stale = 0
