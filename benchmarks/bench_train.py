@@ -3,6 +3,9 @@
 Training step = forward + backward + Adam step on a batch of random frames (one camera). Variants:
   lite0 fine-tune          the whole EfficientNet-Lite0 trains (channels_last and contiguous NCHW layouts),
   lite0 frozen             encoder in eval mode under no_grad, only the head trains (no feature caching),
+  lite0 keypoints          spatial-softmax pooling on the stride-16 map (blocks 11-15 dropped), all of it trains,
+  lite0 keypoints, 6 frozen   the same above the stem + blocks 0-4, whose output is cached (as
+                           ``imitlab train --freeze-blocks 6`` does: the step starts from the cache),
   nature_cnn               the DQN CNN trained from scratch.
 
 Usage: python benchmarks/bench_train.py [--threads 2] [--batch 64] [--steps 8] [--sizes 84 96]
@@ -24,26 +27,35 @@ STATE_DIM = 8
 ACTION_DIM = 4
 
 
-def _policy(backbone: str, size: int, channels_last: bool = True) -> ImagePolicy:
-    policy = ImagePolicy(PolicyConfig(backbone=backbone, image_size=size, pretrained=False,
+#: Blocks the "6 frozen" variant keeps fixed and caches (the stem + blocks 0-4: everything at stride <= 8).
+CACHED_BLOCKS = 6
+
+
+def _policy(backbone: str, size: int, channels_last: bool = True, pooling: str = "avg") -> ImagePolicy:
+    policy = ImagePolicy(PolicyConfig(backbone=backbone, image_size=size, pretrained=False, pooling=pooling,
                                       state_dim=STATE_DIM, action_dim=ACTION_DIM))
     if not channels_last:
         policy.encoder = Lite0Encoder(size, pretrained=False, channels_last=False)
     return policy
 
 
-def _train_step(policy: ImagePolicy, frozen: bool) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
-    if frozen:
+def _train_step(policy: ImagePolicy, mode: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
+    """``mode``: "fine-tune", "frozen" (head only) or "cached" (``images`` are the frozen blocks' output)."""
+    if mode == "frozen":
         policy.set_backbone_trainable(False)
+    if mode == "cached":
+        policy.encoder.freeze_blocks(CACHED_BLOCKS)
     policy.train()
-    params = list(policy.head_parameters()) if frozen else list(policy.parameters())
+    params = [p for p in policy.parameters() if p.requires_grad] if mode != "frozen" else list(policy.head_parameters())
     optimiser = torch.optim.Adam(params, lr=1e-4)
 
     def step(state: torch.Tensor, images: torch.Tensor, target: torch.Tensor) -> None:
-        if frozen:
+        if mode == "frozen":
             with torch.no_grad():
                 features = policy.encode([images])
             actions = policy.head_forward(features, state)
+        elif mode == "cached":
+            actions = policy.head_forward(policy.encode_frozen([images]), state)
         else:
             actions = policy(state, images)
         loss = torch.nn.functional.mse_loss(actions, target)
@@ -54,12 +66,15 @@ def _train_step(policy: ImagePolicy, frozen: bool) -> Callable[[torch.Tensor, to
     return step
 
 
-def train_throughput(policy: ImagePolicy, frozen: bool, batch: int, steps: int) -> float:
+def train_throughput(policy: ImagePolicy, mode: str, batch: int, steps: int) -> float:
     """Samples per second over `steps` timed steps after two warm-up steps."""
     size = policy.config.image_size
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     state, target = torch.randn(batch, STATE_DIM), torch.rand(batch, ACTION_DIM) * 2 - 1
-    step = _train_step(policy, frozen)
+    step = _train_step(policy, mode)
+    if mode == "cached":  # the cache is computed once per frame before training; not timed
+        with torch.no_grad():
+            images = policy.eval().frozen_features([images])[0]
     for _ in range(2):
         step(state, images, target)
     start = time.perf_counter()
@@ -98,14 +113,16 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps")
 
     variants = [
-        ("lite0 fine-tune (channels_last)", "lite0", True, False),
-        ("lite0 fine-tune (contiguous)", "lite0", False, False),
-        ("lite0 frozen (features, no grad)", "lite0", True, True),
-        ("nature_cnn", "nature_cnn", True, False),
+        ("lite0 fine-tune (channels_last)", "lite0", True, "avg", "fine-tune"),
+        ("lite0 fine-tune (contiguous)", "lite0", False, "avg", "fine-tune"),
+        ("lite0 frozen (features, no grad)", "lite0", True, "avg", "frozen"),
+        ("lite0 keypoints fine-tune", "lite0", True, "spatial_softmax", "fine-tune"),
+        (f"lite0 keypoints, {CACHED_BLOCKS} frozen (cached)", "lite0", True, "spatial_softmax", "cached"),
+        ("nature_cnn", "nature_cnn", True, "avg", "fine-tune"),
     ]
     print(f"\n{'training':34s}" + "".join(f"{f'{s} px':>12s}" for s in args.sizes) + "   (samples/s)")
-    for label, backbone, channels_last, frozen in variants:
-        row = [train_throughput(_policy(backbone, s, channels_last), frozen, args.batch, args.steps)
+    for label, backbone, channels_last, pooling, mode in variants:
+        row = [train_throughput(_policy(backbone, s, channels_last, pooling), mode, args.batch, args.steps)
                for s in args.sizes]
         print(f"{label:34s}" + "".join(f"{v:12.0f}" for v in row), flush=True)
 

@@ -11,6 +11,7 @@ Two modes, chosen from the decoded size of the selected episodes against a memor
   nothing on disk, and mixing episodes gives better-shuffled minibatches.
 
 The mode is reported in one log line (logger ``imitlab.demos.loader``) and in :attr:`DemoLoader.plan`.
+The behaviour-cloning trainer (``training/bc.py``) reads its demonstrations only through this loader.
 """
 
 from __future__ import annotations
@@ -102,13 +103,15 @@ class DemoLoader:
     each to a ``masks.json`` subset (e.g. ``"train"``); ``successful_only`` drops failed demonstrations except
     those whose source is in ``keep_sources`` (DAgger's corrections are worth learning from either way);
     ``mode`` is ``"auto"`` (by ``memory_budget_mb``), ``"memory"`` or ``"chunked"``; ``workers`` threads inflate
-    image chunks (0: up to 4, one per core). :meth:`subset` makes train/validation loaders from one scan.
+    image chunks (0: up to 4, one per core); ``seed`` seeds the shuffling, or is a ``np.random.Generator`` used
+    as is (to continue a caller's random stream). :meth:`subset` makes train/validation loaders from one scan.
     """
 
     def __init__(self, datasets: DemoDataset | Sequence[DemoDataset], batch_size: int = 64, *,
                  mask: str | None = None, successful_only: bool = True, keep_sources: Sequence[str] = (),
                  memory_budget_mb: float = DEFAULT_BUDGET_MB, mode: str = "auto", shuffle: bool = True,
-                 drop_last: bool = False, prefetch: int = 2, workers: int = 0, seed: int = 0):
+                 drop_last: bool = False, prefetch: int = 2, workers: int = 0,
+                 seed: int | np.random.Generator = 0):
         if mode not in ("auto", "memory", "chunked"):
             raise ImitlabError(f"loader mode must be auto, memory or chunked, got {mode!r}")
         self.datasets = [datasets] if isinstance(datasets, DemoDataset) else list(datasets)
@@ -168,13 +171,18 @@ class DemoLoader:
                      f"(budget {self.budget_bytes / 2**20:.0f} MiB)")
         log.info(self.plan)
 
-    def subset(self, episodes: Sequence[int], shuffle: bool | None = None, seed: int | None = None) -> DemoLoader:
-        """A loader over some of this one's episodes (indices into :attr:`paths`), with the same settings;
-        e.g. a training and a validation split without scanning the files again."""
+    def subset(self, episodes: Sequence[int], shuffle: bool | None = None, batch_size: int | None = None,
+               seed: int | np.random.Generator | None = None) -> DemoLoader:
+        """A loader over some of this one's episodes (indices into :attr:`paths`, served in the order given), with
+        the same settings unless overridden; e.g. a training and a validation split without scanning the files
+        again. A subset keeps this loader's mode: the budget was judged on all the episodes, which the splits of
+        one run hold together. ``seed`` as in the constructor (default: drawn from this loader's generator)."""
         if not len(episodes):
             raise ImitlabError("a loader subset needs at least one episode")
         other = copy.copy(self)
         other.shuffle = self.shuffle if shuffle is None else shuffle
+        other.batch_size = batch_size or self.batch_size
+        other.requested_mode = self.mode
         other._rng = np.random.default_rng(seed if seed is not None else int(self._rng.integers(2**63)))
         idx = [int(i) for i in episodes]
         other._select([self.paths[i] for i in idx], [self.lengths[i] for i in idx], [self.seeds[i] for i in idx])
@@ -185,14 +193,13 @@ class DemoLoader:
         full, rest = divmod(self.num_samples, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
-    def state_mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+    def state_mean_std(self) -> tuple[list[float], list[float]]:
         """The policy's state normalisation (``state_statistics``) over the selected episodes (state arrays only)."""
         states = []
         for path in self.paths:
             with open_episode_file(path) as f:
                 states.append(f["obs"]["state"][()])
-        mean, std = state_statistics(np.concatenate(states))
-        return np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        return state_statistics(np.concatenate(states))
 
     def _read(self, indices: list[int]) -> _Arrays:
         """Decode whole episodes into one preallocated block; image chunks are inflated by a thread pool."""

@@ -7,6 +7,7 @@ trained, so callers always pass raw uint8 frames straight from the environment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -18,8 +19,13 @@ from imitlab.errors import ImitlabError
 
 BACKBONES = ("lite0", "nature_cnn")
 """Backbone names accepted by `make_encoder` (and `PolicyConfig.backbone`)."""
+POOLINGS = ("avg", "spatial_softmax")
+"""How lite0 turns its feature map into a vector: global average, or keypoints (see `SpatialSoftmax`)."""
 
 LITE0_FEATURES_DIM = 1280
+#: Lite0's MBConv blocks (after the stem); blocks 0..10 end at stride 16, 11..15 at stride 32.
+LITE0_BLOCKS = 16
+LITE0_STRIDE16_BLOCKS = 11
 
 # EfficientNet-Lite was trained on 0..255 RGB normalised "inception style" with mean 127 and std 128 for every
 # channel (tensorflow/tpu models/official/efficientnet/lite/efficientnet_lite_builder.py: MEAN_RGB = [127.0]*3,
@@ -53,12 +59,27 @@ class ImageEncoder(nn.Module):
         x = x.contiguous(memory_format=layout)
         return (x - self.mean) / self.std
 
-    def features(self, x: Tensor) -> Tensor:
-        """Normalised NCHW float images -> (B, features_dim)."""
+    #: Leading blocks kept at their initial weights and out of training (`freeze_blocks`).
+    frozen_blocks: int = 0
+
+    def frozen_features(self, images: Tensor) -> Tensor:
+        """uint8 images -> output of the frozen leading blocks (the normalised images when none are frozen).
+
+        With the backbone split this way, a trainer can compute the frozen part once per frame and train
+        only `trainable_features` on the cached result."""
+        return self.prepare(images)
+
+    def trainable_features(self, x: Tensor) -> Tensor:
+        """Output of `frozen_features` -> (B, features_dim)."""
         raise NotImplementedError
 
+    def freeze_blocks(self, count: int) -> None:
+        """Keep the first `count` blocks fixed (no gradient, BatchNorm statistics frozen)."""
+        if count:
+            raise ImitlabError(f"{type(self).__name__} has no pretrained blocks to freeze")
+
     def forward(self, images: Tensor) -> Tensor:
-        return self.features(self.prepare(images))
+        return self.trainable_features(self.frozen_features(images))
 
     def _set_layout(self) -> None:
         """Store 4-D weights in the layout of the inputs so convolutions need no conversions."""
@@ -98,21 +119,97 @@ def lite0_backbone(image_size: int, imagenet_state: Mapping[str, Tensor] | None)
     return net
 
 
-class Lite0Encoder(ImageEncoder):
-    """EfficientNet-Lite0 (ImageNet-pretrained by default) + global average pooling -> 1280 features.
+class SpatialSoftmax(nn.Module):
+    """Keypoint pooling (Levine et al. 2016; robomimic's default): a 1x1 convolution makes `keypoints` maps,
+    a softmax over each map's positions makes it a distribution, and its expected (x, y) in [-1, 1] are the
+    features. Unlike global average pooling it keeps *where* things are, which reaching and grasping need.
+    """
 
+    def __init__(self, channels: int, height: int, width: int, keypoints: int) -> None:
+        super().__init__()
+        self.keypoints = nn.Conv2d(channels, keypoints, kernel_size=1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1))  # (H*W, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        maps = self.keypoints(x).flatten(2)  # (B, K, H*W)
+        attention = torch.softmax(maps / self.log_temperature.exp(), dim=-1)
+        return (attention @ self.grid).flatten(1)  # (B, K * 2): x, y of each keypoint
+
+
+class Lite0Encoder(ImageEncoder):
+    """EfficientNet-Lite0 (ImageNet-pretrained by default) pooled to a feature vector.
+
+    ``pooling="avg"``: the full network and global average pooling -> 1280 features (ImageNet's own head).
+    ``pooling="spatial_softmax"``: blocks 0..10 (stride 16: a 6x6 map at 84 px, finer than the final 3x3)
+    and `SpatialSoftmax` -> 2 x `keypoints` features; the stride-32 blocks are dropped after the strict load.
     Lite0 uses ReLU6 and no squeeze-excitation, which keeps it fast on CPU and exportable to ONNX. In training
     mode the package applies its stochastic depth (drop-connect 0.2, as in the TF training recipe).
     """
 
-    def __init__(self, image_size: int, pretrained: bool = True, *, channels_last: bool = True) -> None:
+    def __init__(self, image_size: int, pretrained: bool = True, *, pooling: str = "avg", keypoints: int = 32,
+                 channels_last: bool = True) -> None:
         super().__init__(LITE0_MEAN, LITE0_STD, channels_last)
-        self.features_dim = LITE0_FEATURES_DIM
-        self.net = lite0_backbone(image_size, read_lite0_imagenet_state() if pretrained else None)
+        if pooling not in POOLINGS:
+            raise ImitlabError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        net = lite0_backbone(image_size, read_lite0_imagenet_state() if pretrained else None)
+        self.drop_connect_rate = net._global_params.drop_connect_rate
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.spatial = pooling == "spatial_softmax"
+        if self.spatial:
+            self.blocks = net._blocks[:LITE0_STRIDE16_BLOCKS]
+            side = math.ceil(image_size / 16)
+            channels = self.blocks[-1]._block_args.output_filters
+            self.pool: nn.Module = SpatialSoftmax(channels, side, side, keypoints)
+            self.features_dim = 2 * keypoints
+        else:
+            self.blocks = net._blocks
+            self.pool = nn.Sequential(net._conv_head, net._bn1, net._swish)
+            self.features_dim = LITE0_FEATURES_DIM
         self._set_layout()
 
-    def features(self, x: Tensor) -> Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+    def _run_blocks(self, x: Tensor, blocks: range) -> Tensor:
+        for index in blocks:
+            # The package's schedule: drop-connect grows linearly with depth over all 16 blocks.
+            x = self.blocks[index](x, drop_connect_rate=self.drop_connect_rate * index / LITE0_BLOCKS)
+        return x
+
+    def frozen_features(self, images: Tensor) -> Tensor:
+        x = self.prepare(images)
+        if not self.frozen_blocks:
+            return x
+        return self._run_blocks(self.stem(x), range(self.frozen_blocks - 1))
+
+    def trainable_features(self, x: Tensor) -> Tensor:
+        if not self.frozen_blocks:
+            x = self.stem(x)
+        elif self.channels_last:  # rows gathered from a cache come back in the default layout
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.pool(self._run_blocks(x, range(max(0, self.frozen_blocks - 1), len(self.blocks))))
+        return x if self.spatial else x.mean(dim=(2, 3))
+
+    def freeze_blocks(self, count: int) -> None:
+        """Freeze the stem (counted as one block) and the first ``count - 1`` MBConv blocks."""
+        if not 0 <= count <= len(self.blocks) + 1:
+            raise ImitlabError(f"lite0 here has the stem and {len(self.blocks)} blocks: can freeze 0 to "
+                               f"{len(self.blocks) + 1}, not {count}")
+        self.frozen_blocks = count
+        self.requires_grad_(True)
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self.frozen_blocks:
+            return []
+        return [self.stem, *self.blocks[:self.frozen_blocks - 1]]
+
+    def train(self, mode: bool = True) -> Lite0Encoder:
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
 
 
 class NatureCNNEncoder(ImageEncoder):
@@ -138,14 +235,16 @@ class NatureCNNEncoder(ImageEncoder):
         self.linear = nn.Sequential(nn.Linear(64 * side * side, self.features_dim), nn.ReLU())
         self._set_layout()
 
-    def features(self, x: Tensor) -> Tensor:
+    def trainable_features(self, x: Tensor) -> Tensor:
         return self.linear(self.cnn(x))
 
 
-def make_encoder(backbone: str, image_size: int, pretrained: bool) -> ImageEncoder:
-    """Build the encoder named `backbone`; `pretrained` only applies to lite0 (nature_cnn has no weights)."""
+def make_encoder(backbone: str, image_size: int, pretrained: bool, pooling: str = "avg",
+                 keypoints: int = 32) -> ImageEncoder:
+    """Build the encoder named `backbone`; `pretrained` and `pooling` only apply to lite0 (nature_cnn has no
+    weights, and flattens its map)."""
     if backbone == "lite0":
-        return Lite0Encoder(image_size, pretrained)
+        return Lite0Encoder(image_size, pretrained, pooling=pooling, keypoints=keypoints)
     if backbone == "nature_cnn":
         return NatureCNNEncoder(image_size)
     raise ImitlabError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from imitlab.errors import ImitlabError
-from imitlab.policies.encoders import BACKBONES, make_encoder
+from imitlab.policies.encoders import BACKBONES, POOLINGS, make_encoder
 
 
 @dataclass(kw_only=True)
@@ -24,6 +24,11 @@ class PolicyConfig:
     """Image encoder: "lite0" (EfficientNet-Lite0) or "nature_cnn" (DQN CNN from scratch)."""
     pretrained: bool = True
     """Initialise lite0 from ImageNet weights (ignored by nature_cnn, which has none)."""
+    pooling: str = "avg"
+    """lite0 feature pooling: "avg" (global average, 1280-d) or "spatial_softmax" (keypoints; for tasks that
+    depend on where objects are, e.g. manipulation)."""
+    keypoints: int = 32
+    """Number of keypoints with spatial_softmax pooling (2 features each)."""
     image_keys: tuple[str, ...] = ("image",)
     """Observation keys of the camera images, in the order `ImagePolicy.forward` takes them."""
     image_size: int = 96
@@ -60,11 +65,13 @@ class PolicyConfig:
             problems.append(f"backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
         if not isinstance(self.pretrained, bool):
             problems.append("pretrained must be true or false")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
         if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
             problems.append(f"image_keys {list(self.image_keys)} must be non-empty and unique")
         if not all(isinstance(k, str) for k in self.image_keys):
             problems.append("image_keys must be strings")
-        for name in ("image_size", "state_dim", "action_dim"):
+        for name in ("image_size", "state_dim", "action_dim", "keypoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "state_dim" else 1):
                 problems.append(f"{name} must be a {'non-negative' if name == 'state_dim' else 'positive'} int")
@@ -128,7 +135,8 @@ class ImagePolicy(nn.Module):
         """`load_pretrained=False` skips reading ImageNet weights (when a checkpoint overwrites them anyway)."""
         super().__init__()
         self.config = config
-        self.encoder = make_encoder(config.backbone, config.image_size, config.pretrained and load_pretrained)
+        self.encoder = make_encoder(config.backbone, config.image_size, config.pretrained and load_pretrained,
+                                    config.pooling, config.keypoints)
         # Non-persistent: the statistics live in the config, so checkpoints hold only learned weights.
         self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32), persistent=False)
@@ -145,9 +153,17 @@ class ImagePolicy(nn.Module):
 
     def encode(self, images: list[Tensor]) -> Tensor:
         """uint8 images (B, H, W, 3), one per `config.image_keys` -> concatenated features (B, K * features_dim)."""
+        return self.encode_frozen(self.frozen_features(images))
+
+    def frozen_features(self, images: list[Tensor]) -> list[Tensor]:
+        """Per camera, the output of the encoder's frozen blocks: a trainer may compute these once per frame."""
         if len(images) != len(self.config.image_keys):
             raise ValueError(f"expected {len(self.config.image_keys)} images ({self.config.image_keys}), got {len(images)}")
-        return torch.cat([self.encoder(image) for image in images], dim=1)
+        return [self.encoder.frozen_features(image) for image in images]
+
+    def encode_frozen(self, frozen: list[Tensor]) -> Tensor:
+        """`frozen_features` output -> concatenated features (B, K * features_dim)."""
+        return torch.cat([self.encoder.trainable_features(x) for x in frozen], dim=1)
 
     def head_forward(self, features: Tensor, state: Tensor) -> Tensor:
         """Image features (B, F) + raw state (B, D) -> actions (B, A) in [-1, 1]."""
@@ -208,6 +224,8 @@ class ImagePolicy(nn.Module):
         """Freeze or unfreeze the encoder; a frozen encoder stays in eval mode so BatchNorm statistics stay fixed."""
         self._backbone_trainable = flag
         self.encoder.requires_grad_(flag)
+        if flag:  # blocks frozen on purpose stay frozen
+            self.encoder.freeze_blocks(self.encoder.frozen_blocks)
         self.encoder.train(self.training and flag)
 
     def train(self, mode: bool = True) -> ImagePolicy:

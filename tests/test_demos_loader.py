@@ -126,3 +126,19 @@ def test_several_datasets_keep_sources_and_subsets(dataset, tmp_path):
     other.append(synthetic_episode(0, image_size=24))
     with pytest.raises(ImitlabError, match="different env_kwargs"):
         DemoLoader([dataset, DemoDataset(tmp_path / "big")])
+
+
+def test_subset_keeps_mode_and_order_and_can_continue_a_generator(dataset):
+    """What the trainer relies on: its splits inherit the mode judged on all episodes, serve episodes in the
+    order given, and shuffle with the trainer's own seeded generator (so a seed fixes the whole run)."""
+    loader = DemoLoader(dataset, batch_size=8, memory_budget_mb=0.02, shuffle=False)
+    assert loader.mode == "chunked"
+    small = loader.subset([3], batch_size=1000)
+    assert small.decoded_bytes <= small.budget_bytes and small.mode == "chunked" and len(small) == 1
+    assert [i for i, _ in _epoch(loader.subset([3, 0]))[0]] == [4] * LENGTHS[4] + [0] * LENGTHS[0]
+
+    rng, twin = np.random.default_rng(7), np.random.default_rng(7)
+    memory = DemoLoader(dataset, memory_budget_mb=64).subset([0, 1], shuffle=True, batch_size=1000, seed=rng)
+    expected = [(i, t) for i in (0, 1) for t in range(LENGTHS[i])]
+    assert _epoch(memory)[0] == [expected[j] for j in twin.permutation(len(expected))]
+    assert rng.random() == twin.random(), "the subset shuffled with the caller's generator"

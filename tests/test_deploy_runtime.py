@@ -10,15 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from imitlab.demos.dataset import DemoDataset
 from imitlab.deploy.bundle import deploy
-from imitlab.deploy.export import export_onnx, quantize_int8
+from imitlab.deploy.export import export_onnx, parity_error, quantize_int8
 from imitlab.deploy.runtime import ObservationError, OnnxPolicy, load_bundle
 from imitlab.deploy.spec import INT8_MODEL_FILE, SPEC_FILE, read_spec
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.evaluate import policy_dir, resolve_agent
-from imitlab.policies import load_policy
+from imitlab.policies import ImagePolicy, PolicyConfig, load_policy
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,17 @@ def test_dynamic_int8_needs_no_calibration_and_static_does(tiny_run, bundle, rec
     assert np.max(np.abs(dynamic.predict(batch) - policy.predict(batch))) < 0.1
     with pytest.raises(ImitlabError, match="calibration"):
         quantize_int8(fp32, tmp_path / "static.onnx", None, "static")
+
+
+def test_a_two_camera_keypoint_lite0_policy_exports_with_parity(tmp_path):
+    """The manipulation recipe's policy (spatial-softmax Lite0 over two cameras) survives ONNX export."""
+    torch.manual_seed(0)
+    config = PolicyConfig(backbone="lite0", pooling="spatial_softmax", keypoints=8, image_size=48, state_dim=3,
+                          action_dim=4, head_hidden=(16,), image_keys=("image", "wrist_image"))
+    policy = ImagePolicy(config)
+    model = export_onnx(policy, tmp_path / "model.onnx")
+    spec = {"image_keys": list(config.image_keys), "image_size": 48, "state_dim": 3, "action_dim": 4}
+    rng = np.random.default_rng(0)
+    observations = {"state": rng.normal(size=(5, 3)).astype(np.float32),
+                    **{k: rng.integers(0, 256, (5, 48, 48, 3), dtype=np.uint8) for k in config.image_keys}}
+    assert parity_error(policy, OnnxPolicy(model, spec), observations) <= 1e-4

@@ -117,3 +117,8 @@ def test_init_policy_of_another_backbone_is_refused(tiny_demos, tiny_run, tmp_pa
     with pytest.raises(ImitlabError, match="cannot initialise a lite0 policy"):
         train(TrainConfig(dataset=str(tiny_demos), out=str(tmp_path / "r"), backbone="lite0", epochs=1,
                           eval_episodes=1, init_policy=str(tiny_run / "best"), progress=False))
+
+
+def test_cli_unknown_loader_mode(tiny_demos, tmp_path):
+    assert_one_line_error(run_cli("train", str(tiny_demos), "--out", str(tmp_path / "run"), "--loader-mode", "disk"),
+                          "loader mode must be auto, memory or chunked")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from imitlab.policies import (
     Lite0Encoder,
     NatureCNNEncoder,
     PolicyConfig,
+    SpatialSoftmax,
     load_policy,
     make_encoder,
     read_policy_metadata,
@@ -52,18 +54,63 @@ def lite0_policy() -> ImagePolicy:
 # --- encoders -------------------------------------------------------------------------------------------------
 
 
+#: Our encoder's module names -> the package's (ImageNet state dict) names.
+_IMAGENET_NAMES = {"stem.0.": "_conv_stem.", "stem.1.": "_bn0.", "blocks.": "_blocks.", "pool.0.": "_conv_head.",
+                   "pool.1.": "_bn1."}
+
+
+def _imagenet_named(encoder: Lite0Encoder) -> dict[str, torch.Tensor]:
+    """The encoder's pretrained tensors under the ImageNet file's names (new layers left out)."""
+    named = {}
+    for name, tensor in encoder.state_dict().items():
+        for ours, theirs in _IMAGENET_NAMES.items():
+            if name.startswith(ours):
+                named[theirs + name[len(ours):]] = tensor
+    return named
+
+
 def test_lite0_loads_every_imagenet_tensor_except_the_classifier(imagenet_state):
-    encoder = Lite0Encoder(96, pretrained=True)
-    loaded = encoder.net.state_dict()
+    loaded = _imagenet_named(Lite0Encoder(96, pretrained=True))
     assert set(loaded) == set(imagenet_state) - {"_fc.weight", "_fc.bias"}
     for name, tensor in loaded.items():
         assert torch.equal(tensor, imagenet_state[name]), name
 
 
+def test_lite0_spatial_softmax_keeps_the_imagenet_stride16_blocks_and_drops_the_rest(imagenet_state):
+    encoder = Lite0Encoder(84, pretrained=True, pooling="spatial_softmax", keypoints=8)
+    loaded = _imagenet_named(encoder)
+    expected = {k for k in imagenet_state if k.startswith(("_conv_stem.", "_bn0."))
+                or (k.startswith("_blocks.") and int(k.split(".")[1]) <= 10)}
+    assert set(loaded) == expected
+    for name, tensor in loaded.items():
+        assert torch.equal(tensor, imagenet_state[name]), name
+    assert set(encoder.state_dict()) - {ours for ours in encoder.state_dict()
+                                        if ours.startswith(("stem.", "blocks."))} == {
+        "pool.keypoints.weight", "pool.keypoints.bias", "pool.log_temperature", "pool.grid"}
+    with torch.no_grad():
+        features = encoder.eval()(_images(3, 84))
+    assert encoder.features_dim == 16 and features.shape == (3, 16)
+    assert features.abs().max() <= 1.0
+
+
+def test_spatial_softmax_returns_the_position_of_each_peak():
+    pool = SpatialSoftmax(channels=2, height=5, width=7, keypoints=2)
+    with torch.no_grad():
+        pool.keypoints.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        pool.keypoints.bias.zero_()
+        pool.log_temperature.fill_(math.log(0.01))  # sharp: the expectation is the arg max
+    maps = torch.zeros(1, 2, 5, 7)
+    maps[0, 0, 0, 6] = 1.0  # top right
+    maps[0, 1, 2, 3] = 1.0  # centre
+    with torch.no_grad():
+        xy = pool(maps).view(2, 2)
+    torch.testing.assert_close(xy, torch.tensor([[1.0, -1.0], [0.0, 0.0]]), atol=1e-4, rtol=0)
+
+
 def test_lite0_without_pretraining_differs_from_imagenet(imagenet_state):
     torch.manual_seed(0)
     encoder = Lite0Encoder(96, pretrained=False)
-    assert not torch.equal(encoder.net.state_dict()["_conv_stem.weight"], imagenet_state["_conv_stem.weight"])
+    assert not torch.equal(_imagenet_named(encoder)["_conv_stem.weight"], imagenet_state["_conv_stem.weight"])
 
 
 def test_lite0_rejects_a_state_dict_with_a_missing_key(imagenet_state):
@@ -191,18 +238,50 @@ def test_frozen_backbone_gets_no_gradient_and_keeps_batchnorm_statistics():
     policy.set_backbone_trainable(False)
     policy.train()
     assert not policy.encoder.training and policy.head.training
-    bn_before = policy.encoder.net._bn0.running_mean.clone()
+    bn_before = policy.encoder.stem[1].running_mean.clone()
     loss = policy(torch.randn(4, 4), _images(4, 84)).square().sum()
     loss.backward()
     assert all(p.grad is None for p in policy.backbone_parameters())
     assert all(p.grad is not None for p in policy.head_parameters())
-    assert torch.equal(policy.encoder.net._bn0.running_mean, bn_before)
+    assert torch.equal(policy.encoder.stem[1].running_mean, bn_before)
 
     policy.set_backbone_trainable(True)
     assert policy.encoder.training
     policy(torch.randn(4, 4), _images(4, 84)).square().sum().backward()
-    assert all(p.grad is not None for p in policy.encoder.net._conv_stem.parameters())
-    assert not torch.equal(policy.encoder.net._bn0.running_mean, bn_before)
+    assert all(p.grad is not None for p in policy.encoder.stem[0].parameters())
+    assert not torch.equal(policy.encoder.stem[1].running_mean, bn_before)
+
+
+def test_frozen_blocks_stay_fixed_and_their_cached_output_gives_the_same_actions():
+    torch.manual_seed(0)
+    policy = ImagePolicy(_config(backbone="lite0", image_size=84, pretrained=False, pooling="spatial_softmax"))
+    policy.encoder.freeze_blocks(6)  # the stem and blocks 0..4
+    policy.set_backbone_trainable(True)  # must not thaw them
+    policy.train()
+    frozen = [policy.encoder.stem, *policy.encoder.blocks[:5]]
+    trainable = list(policy.encoder.blocks[5:])
+    bn_before = policy.encoder.blocks[4]._bn1.running_mean.clone()
+    images, state = _images(4, 84), torch.randn(4, 4)
+    policy(state, images).square().sum().backward()
+    assert all(p.grad is None and not p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.grad is not None for m in trainable for p in m.parameters())
+    assert torch.equal(policy.encoder.blocks[4]._bn1.running_mean, bn_before)
+
+    policy.eval()
+    with torch.no_grad():
+        cached = policy.frozen_features([images])
+        assert cached[0].shape == (4, 40, 11, 11)
+        torch.testing.assert_close(policy.head_forward(policy.encode_frozen(cached), state), policy(state, images))
+
+
+def test_freezing_more_blocks_than_there_are_or_any_of_nature_cnn_is_a_user_error():
+    encoder = Lite0Encoder(84, pretrained=False, pooling="spatial_softmax")
+    with pytest.raises(ImitlabError, match="can freeze 0 to 12"):
+        encoder.freeze_blocks(13)
+    with pytest.raises(ImitlabError, match="no pretrained blocks"):
+        NatureCNNEncoder(84).freeze_blocks(1)
+    with pytest.raises(ImitlabError, match="pooling"):
+        _config(pooling="max")
 
 
 # --- config ---------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Behaviour cloning with a pretrained (or scratch) CNN backbone and a new task head, in one file.
 
-Reading order: ``TrainConfig`` (every knob), ``load_demos`` (dataset -> tensors in memory),
-``random_shift`` (augmentation), ``train`` (the loop: minibatch regression of the expert's actions,
-closed-loop validation on held-out seeds every few epochs, checkpoint = best rollout success).
+Reading order: ``TrainConfig`` (every knob), ``random_shift`` (augmentation), ``train`` (the demos through
+a ``DemoLoader``, split by episode; the loop: minibatch regression of the expert's actions, closed-loop
+validation on held-out seeds every few epochs, checkpoint = best rollout success), ``FrozenFeatures``
+(frozen backbone or blocks: training runs on their output, computed once). The loader (``demos/loader.py``)
+keeps the decoded demos in memory when they fit the memory budget and streams them from disk in chunks when
+they do not.
 
 Checkpoints are chosen by closed-loop success, not validation loss: robomimic found loss-chosen
 checkpoints 50-100 % worse, because a small action error compounds over a rollout.
@@ -10,12 +13,13 @@ checkpoints 50-100 % worse, because a small action error compounds over a rollou
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -24,15 +28,18 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from imitlab.demos.dataset import DemoDataset
+from imitlab.demos.loader import DEFAULT_BUDGET_MB, DemoBatch, DemoLoader
 from imitlab.envs import make_env
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.rollout import PolicyAgent, run_lockstep
-from imitlab.policies import ImagePolicy, PolicyConfig, load_policy, save_policy, state_statistics
+from imitlab.policies import ImagePolicy, PolicyConfig, load_policy, save_policy
 
 #: First seed of the training-time validation range (demos use 0.., held-out evaluation 1_000_000..).
 VALIDATION_SEED_START = 500_000
 #: ``source`` attribute of episodes collected by DAgger (policy in control, expert labels).
 DAGGER_SOURCE = "dagger"
+#: Minibatch size of passes without gradients (validation loss, frozen-backbone features).
+EVAL_BATCH = 256
 
 
 @dataclass
@@ -51,8 +58,17 @@ class TrainConfig:
     """``lite0`` (EfficientNet-Lite0, ImageNet weights) or ``nature_cnn`` (small CNN from scratch)."""
     pretrained: bool = True
     """Start the backbone from ImageNet weights (lite0 only)."""
+    pooling: str = "avg"
+    """lite0 pooling: ``avg`` (global average of the last map) or ``spatial_softmax`` (keypoints from the
+    stride-16 map: keeps where objects are; the choice for manipulation)."""
+    keypoints: int = 32
+    """Keypoints of ``spatial_softmax`` pooling."""
     freeze_backbone: bool = False
     """Train only the head; backbone features are computed once, so epochs cost almost nothing."""
+    freeze_blocks: int = 0
+    """lite0: keep the stem and the first N-1 MBConv blocks at their ImageNet weights and compute their output
+    once per frame, then fine-tune the rest on that cache (6 = everything at stride <= 8: 3-5x faster
+    epochs). Frames are encoded once, so no random-shift augmentation."""
     backbone_lr: float = 3e-4
     """Learning rate of the backbone when fine-tuning (lower than the head's keeps pretrained features)."""
     head_lr: float = 1e-3
@@ -75,63 +91,21 @@ class TrainConfig:
     """Stop after this many validations without a better rollout score (0: never stop early)."""
     successful_only: bool = True
     """Train only on episodes the demonstrator completed."""
+    loader_mode: str = "auto"
+    """``memory`` (decode the demos once), ``chunked`` (stream them from disk every epoch) or ``auto`` (memory
+    when the decoded demos fit ``memory_budget_mb``)."""
+    memory_budget_mb: float = DEFAULT_BUDGET_MB
+    """MiB of decoded demos allowed in memory; ``chunked`` streams in chunks that stay within it."""
     head_hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of the fusion head."""
     seed: int = 0
     """Seed for the split, initialisation and minibatch order."""
     threads: int = 0
-    """torch CPU threads (0: all cores)."""
+    """torch CPU threads, and the loader's image-decoding threads (0: all cores)."""
     progress: bool = True
     """Show progress bars."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes stored with the run."""
-
-
-@dataclass
-class DemoTensors:
-    """A dataset in memory: observations as uint8/float32 arrays, one row per step."""
-
-    images: dict[str, np.ndarray]
-    state: np.ndarray
-    actions: np.ndarray
-    episode_index: np.ndarray
-    seeds: list[int]
-
-
-def load_demos(datasets: list[DemoDataset], successful_only: bool) -> DemoTensors:
-    """Read every usable episode into contiguous arrays; decoded once, so training never touches disk.
-
-    ``successful_only`` drops failed demonstrations, but never DAgger episodes: their labels are the expert's
-    corrections of the policy's own mistakes, which is the point of collecting them.
-    """
-    images: dict[str, list[np.ndarray]] = {}
-    states, actions, index, seeds = [], [], [], []
-    for dataset in datasets:
-        if dataset.env_id != datasets[0].env_id or dataset.env_kwargs != datasets[0].env_kwargs:
-            raise ImitlabError(f"dataset {dataset.path} was recorded on another env or env kwargs than {datasets[0].path}")
-        paths = dataset.episode_paths()
-        if not paths:
-            raise ImitlabError(f"dataset {dataset.path} has no episodes")
-        for episode in tqdm(dataset.episodes(), total=len(paths), desc="load demos", unit="ep", leave=False):
-            keep = episode.attrs.get("success", False) or episode.attrs.get("source") == DAGGER_SOURCE
-            if successful_only and not keep:
-                continue
-            for key, value in episode.obs.items():
-                if key.endswith("image"):
-                    images.setdefault(key, []).append(value)
-            states.append(episode.obs["state"].astype(np.float32))
-            actions.append(episode.actions.astype(np.float32))
-            index.append(np.full(len(episode), len(seeds)))
-            seeds.append(int(episode.attrs["seed"]))
-    if not seeds:
-        raise ImitlabError(f"dataset {datasets[0].path} has no successful episodes to learn from")
-    return DemoTensors(
-        images={k: np.concatenate(v) for k, v in images.items()},
-        state=np.concatenate(states),
-        actions=np.concatenate(actions),
-        episode_index=np.concatenate(index),
-        seeds=seeds,
-    )
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -150,7 +124,7 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
 
 def _split(n_episodes: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(n_episodes)
-    n_val = int(round(n_episodes * val_fraction)) if n_episodes > 1 else 0
+    n_val = min(int(round(n_episodes * val_fraction)), n_episodes - 1)  # at least one training episode
     return order[n_val:], order[:n_val]
 
 
@@ -175,46 +149,58 @@ def train(config: TrainConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     dataset = DemoDataset(config.dataset)
-    demos = load_demos([dataset, *map(DemoDataset, config.extra_datasets)], config.successful_only)
-    image_keys = tuple(sorted(demos.images))
-    image_size = demos.images[image_keys[0]].shape[1]
+    # Every usable episode, in file order. DAgger's episodes are the expert's corrections of the policy's
+    # mistakes: kept even when they failed.
+    demos = DemoLoader([dataset, *map(DemoDataset, config.extra_datasets)], EVAL_BATCH, shuffle=False,
+                       successful_only=config.successful_only, keep_sources=(DAGGER_SOURCE,),
+                       memory_budget_mb=config.memory_budget_mb, mode=config.loader_mode, workers=config.threads)
+    tqdm.write(demos.plan)
 
-    train_eps, val_eps = _split(len(demos.seeds), config.val_fraction, rng)
-    train_rows = np.flatnonzero(np.isin(demos.episode_index, train_eps))
-    val_rows = np.flatnonzero(np.isin(demos.episode_index, val_eps))
-    state_mean, state_std = state_statistics(demos.state[train_rows])
+    # The splits keep file order and the split's rng goes on to shuffle the minibatches: one seed, one run.
+    train_eps, val_eps = (np.sort(eps) for eps in _split(len(demos.paths), config.val_fraction, rng))
+    train_data = demos.subset(train_eps, shuffle=True, batch_size=config.batch_size, seed=rng)
+    val_data = demos.subset(val_eps) if len(val_eps) else None
+    state_mean, state_std = train_data.state_mean_std()
 
+    image_keys = demos.image_keys
     policy = ImagePolicy(PolicyConfig(
-        backbone=config.backbone, pretrained=config.pretrained, image_keys=image_keys, image_size=image_size,
-        state_dim=demos.state.shape[1], action_dim=demos.actions.shape[1], head_hidden=tuple(config.head_hidden),
-        state_mean=state_mean, state_std=state_std,
+        backbone=config.backbone, pretrained=config.pretrained, pooling=config.pooling, keypoints=config.keypoints,
+        image_keys=image_keys,
+        image_size=demos.image_shapes[image_keys[0]][0], state_dim=demos.state_dim, action_dim=demos.action_dim,
+        head_hidden=tuple(config.head_hidden), state_mean=state_mean, state_std=state_std,
     ))
     if config.init_policy:
         _load_initial_weights(policy, Path(config.init_policy))
+    if config.freeze_backbone and config.pooling == "spatial_softmax":
+        raise ImitlabError("freeze_backbone trains the head alone, and spatial_softmax's keypoint layer is new: "
+                           "freeze the pretrained blocks with freeze_blocks instead")
+    policy.encoder.freeze_blocks(config.freeze_blocks)
     policy.set_backbone_trainable(not config.freeze_backbone)
+    if config.freeze_backbone or config.freeze_blocks:  # encode every frame once through what never changes
+        if config.augment_shift:
+            tqdm.write("frozen features are computed once per frame: no random-shift augmentation")
+        encode = (lambda images: [policy.encode(images)]) if config.freeze_backbone else policy.frozen_features
+        policy.eval()
+        features = FrozenFeatures(encode, policy.config.image_keys, demos)
+        train_data = features.subset(train_eps, config.batch_size, rng)
+        val_data = features.subset(val_eps, EVAL_BATCH) if len(val_eps) else None
     groups = [{"params": list(policy.head_parameters()), "lr": config.head_lr}]
     if not config.freeze_backbone:
         groups.append({"params": list(policy.backbone_parameters()), "lr": config.backbone_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_rows) / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = len(train_data) * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
 
-    state_t = torch.from_numpy(demos.state)
-    actions_t = torch.from_numpy(demos.actions)
-    images_t = {k: torch.from_numpy(v) for k, v in demos.images.items()}
-    features = _precompute_features(policy, images_t, image_keys) if config.freeze_backbone else None
-
-    def batch_loss(rows: np.ndarray, augment: bool) -> torch.Tensor:
-        idx = torch.from_numpy(rows)
-        if features is not None:
-            pred = policy.head_forward(features[idx], state_t[idx])
+    def batch_loss(batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
+        if isinstance(batch, FeatureBatch):
+            features = batch.features[0] if config.freeze_backbone else policy.encode_frozen(list(batch.features))
+            pred = policy.head_forward(features, batch.state)
         else:
-            imgs = [images_t[k][idx] for k in image_keys]
+            imgs = [batch.images[k] for k in image_keys]
             if augment:
                 imgs = [random_shift(im, config.augment_shift, generator) for im in imgs]
-            pred = policy(state_t[idx], *imgs)
-        return F.mse_loss(pred, actions_t[idx])
+            pred = policy(batch.state, *imgs)
+        return F.mse_loss(pred, batch.actions)
 
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs) for _ in range(config.eval_episodes)]
     val_seeds = list(range(VALIDATION_SEED_START, VALIDATION_SEED_START + config.eval_episodes))
@@ -229,8 +215,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "dataset": str(Path(config.dataset).resolve()),
         "train_config": config_json,
     }
-    log: dict[str, Any] = {"config": config_json, "epochs": [], "best": None,
-                           "train_samples": int(len(train_rows)), "val_samples": int(len(val_rows))}
+    log: dict[str, Any] = {"config": config_json, "epochs": [], "best": None, "train_samples": train_data.num_samples,
+                           "val_samples": val_data.num_samples if val_data is not None else 0}
     best_score: tuple[float, float] | None = None
     stale = 0
     step = 0
@@ -238,12 +224,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     try:
         for epoch in range(1, config.epochs + 1):
             policy.train()
-            order = rng.permutation(train_rows)
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                       disable=not config.progress)
+            bar = tqdm(train_data, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress)
             losses = []
-            for b in bar:
-                loss = batch_loss(order[b * config.batch_size:(b + 1) * config.batch_size], augment=True)
+            for batch in bar:
+                loss = batch_loss(batch, augment=True)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -255,11 +239,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                 samples_s=f"{bar.format_dict['rate'] * config.batch_size:.0f}" if bar.format_dict.get("rate") else "-")
             entry: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
                                      "seconds": time.perf_counter() - start}
-            if len(val_rows):
+            if val_data is not None:
                 policy.eval()
                 with torch.no_grad():
-                    entry["val_loss"] = float(np.mean([batch_loss(val_rows[i:i + 256], augment=False).item()
-                                                       for i in range(0, len(val_rows), 256)]))
+                    entry["val_loss"] = float(np.mean([batch_loss(batch, augment=False).item() for batch in val_data]))
                 writer.add_scalar("loss/val", entry["val_loss"], step)
             if epoch % config.eval_every == 0 or epoch == config.epochs:
                 rollout = _validate(policy, val_envs, val_seeds)
@@ -304,15 +287,61 @@ def _load_initial_weights(policy: ImagePolicy, path: Path) -> None:
         raise ImitlabError(f"{path}: weights do not fit this run's policy ({str(exc).splitlines()[0]})") from None
 
 
-def _precompute_features(policy: ImagePolicy, images: dict[str, torch.Tensor], keys: tuple[str, ...]) -> torch.Tensor:
-    """Backbone features of every frame, once (frozen backbone: no augmentation, no gradient)."""
-    policy.eval()
-    n = len(next(iter(images.values())))
-    chunks = []
-    with torch.no_grad():
-        for i in tqdm(range(0, n, 256), desc="backbone features", unit="batch", leave=False):
-            chunks.append(policy.encode([images[k][i:i + 256] for k in keys]))
-    return torch.cat(chunks)
+class FeatureBatch(NamedTuple):
+    """A minibatch of frozen features in place of the images: the whole backbone's (one (B, F) tensor) or the
+    frozen blocks' output per camera."""
+
+    state: torch.Tensor
+    features: tuple[torch.Tensor, ...]
+    actions: torch.Tensor
+
+
+class FrozenFeatures:
+    """What the frozen part of the backbone makes of every frame of an unshuffled loader, computed once (no
+    augmentation, no gradient) and held in memory. Used like a ``DemoLoader``: :meth:`subset` of episodes,
+    and each ``iter()`` is one epoch of minibatches, shuffled by ``rng`` when there is one."""
+
+    def __init__(self, encode: Callable[[list[torch.Tensor]], list[torch.Tensor]], image_keys: Sequence[str],
+                 loader: DemoLoader):
+        parts = []
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="frozen features", unit="batch", leave=False):
+                features = tuple(encode([batch.images[k] for k in image_keys]))
+                parts.append((batch.state, features, batch.actions))
+        state, features, actions = zip(*parts)
+        self.data = FeatureBatch(torch.cat(state), tuple(torch.cat(f) for f in zip(*features)), torch.cat(actions))
+        mib = sum(f.nbytes for f in self.data.features) / 2**20
+        tqdm.write(f"frozen features: {mib:.0f} MiB for {len(self.data.actions)} frames")
+        self.lengths = list(loader.lengths)
+        self.batch_size = loader.batch_size
+        self.rng: np.random.Generator | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.data.actions)
+
+    def subset(self, episodes: Sequence[int], batch_size: int,
+               rng: np.random.Generator | None = None) -> FrozenFeatures:
+        """The rows of some episodes (indices into the loader's episodes, served in the order given)."""
+        starts = np.cumsum([0, *self.lengths])
+        rows = torch.from_numpy(np.concatenate([np.arange(starts[e], starts[e + 1]) for e in episodes]))
+        other = copy.copy(self)
+        other.data = _take(self.data, rows)
+        other.lengths = [self.lengths[e] for e in episodes]
+        other.batch_size, other.rng = batch_size, rng
+        return other
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[FeatureBatch]:
+        rows = np.arange(self.num_samples) if self.rng is None else self.rng.permutation(self.num_samples)
+        for start in range(0, self.num_samples, self.batch_size):
+            yield _take(self.data, torch.from_numpy(rows[start:start + self.batch_size]))
+
+
+def _take(batch: FeatureBatch, rows: torch.Tensor) -> FeatureBatch:
+    return FeatureBatch(batch.state[rows], tuple(f[rows] for f in batch.features), batch.actions[rows])
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,113 @@
+"""The BC trainer: both loader modes train end to end on the same split and statistics; keypoint policies
+fine-tune above frozen, cached blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imitlab.demos.dataset import DemoDataset
+from imitlab.demos.recorder import record
+from imitlab.demos.synthetic import synthetic_episode, synthetic_writer
+from imitlab.errors import ImitlabError
+from imitlab.policies import ImagePolicy, load_policy, state_statistics
+from imitlab.training.bc import TrainConfig, train
+
+#: A budget far below the tiny demos' decoded size (~1 MiB): the loader must stream them.
+TINY_BUDGET_MB = 0.05
+
+
+def _train(tiny_demos: Path, out: Path, **overrides) -> dict:
+    config = dict(dataset=str(tiny_demos), out=str(out), backbone="nature_cnn", pretrained=False, epochs=1,
+                  eval_episodes=1, val_fraction=0.25, progress=False, threads=1)
+    return train(TrainConfig(**{**config, **overrides}))
+
+
+def test_chunked_training_streams_and_saves_a_valid_checkpoint(tiny_demos, tmp_path, capsys):
+    log = _train(tiny_demos, tmp_path / "run", loader_mode="chunked", memory_budget_mb=TINY_BUDGET_MB, epochs=2)
+    printed = capsys.readouterr().out
+    assert "demo loader: 4 episodes" in printed and "streamed in chunks" in printed
+    episodes = list(DemoDataset(tiny_demos).episodes())
+    assert log["train_samples"] + log["val_samples"] == sum(len(e) for e in episodes)
+    assert all(np.isfinite(e["train_loss"]) and np.isfinite(e["val_loss"]) for e in log["epochs"])
+
+    policy, metadata = load_policy(tmp_path / "run" / "best")
+    assert metadata["train_seeds"] == [0, 1, 2, 3] and metadata["train_config"]["loader_mode"] == "chunked"
+    action = policy.predict({key: frames[0] for key, frames in episodes[0].obs.items()})
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+    # Normalisation comes from the three training episodes only, never from the held-out one.
+    without = [state_statistics(np.concatenate([e.obs["state"] for j, e in enumerate(episodes) if j != i]))
+               for i in range(len(episodes))]
+    assert any(policy.config.state_mean == pytest.approx(mean) and policy.config.state_std == pytest.approx(std)
+               for mean, std in without)
+
+
+def test_memory_and_chunked_training_learn_the_same_from_the_same_data(tiny_demos, tmp_path, capsys):
+    """The mode changes how demos are held, not what is learnt: with a frozen backbone (no augmentation; head
+    minibatches drawn from the trainer's seeded rng) the losses match to the bit. (Fine-tuning: memory mode
+    in the ``tiny_run`` fixture, chunked mode above.)"""
+    logs, configs = {}, {}
+    for mode in ("memory", "chunked"):
+        logs[mode] = _train(tiny_demos, tmp_path / mode, loader_mode=mode, memory_budget_mb=TINY_BUDGET_MB,
+                            freeze_backbone=True)
+        configs[mode] = load_policy(tmp_path / mode / "best")[0].config
+    printed = capsys.readouterr().out
+    assert "cached in memory" in printed and "streamed in chunks" in printed
+    assert configs["memory"] == configs["chunked"]
+    losses = {mode: [(e["train_loss"], e["val_loss"]) for e in log["epochs"]] for mode, log in logs.items()}
+    assert losses["memory"] == losses["chunked"] and np.isfinite(losses["memory"]).all()
+    assert logs["memory"]["train_samples"] == logs["chunked"]["train_samples"]
+
+
+def test_same_seed_same_losses_while_streaming(tiny_demos, tmp_path):
+    """Fine-tuning with augmentation, the chunk reader running in a thread: still identical run to run."""
+    first, second = (_train(tiny_demos, tmp_path / name, loader_mode="chunked", memory_budget_mb=TINY_BUDGET_MB)
+                     for name in ("a", "b"))
+    assert [(e["train_loss"], e["val_loss"]) for e in first["epochs"]] == [
+        (e["train_loss"], e["val_loss"]) for e in second["epochs"]]
+
+
+def test_no_usable_episodes_is_one_clear_error(tmp_path):
+    writer = synthetic_writer(tmp_path / "failed", image_size=16)
+    writer.append(synthetic_episode(0, image_size=16, success=False))
+    with pytest.raises(ImitlabError, match="has no successful episodes"):
+        train(TrainConfig(dataset=str(tmp_path / "failed"), out=str(tmp_path / "run"), progress=False))
+
+
+@pytest.fixture(scope="module")
+def two_camera_reach(tmp_path_factory) -> Path:
+    """Three expert Reach episodes seen by the agent-view and the wrist camera at 48 px."""
+    path = tmp_path_factory.mktemp("reach") / "demos"
+    record("imitlab/Reach-v0", path, episodes=3, noise_std=0.0, progress=False,
+           env_kwargs={"image_size": 48, "cameras": ["agentview", "wrist"]})
+    return path
+
+
+def test_keypoint_policy_fine_tunes_above_frozen_blocks_that_keep_their_imagenet_weights(two_camera_reach, tmp_path,
+                                                                                         capsys):
+    log = _train(two_camera_reach, tmp_path / "run", backbone="lite0", pretrained=True, pooling="spatial_softmax",
+                 keypoints=8, freeze_blocks=6, epochs=2, val_fraction=0.0)
+    printed = capsys.readouterr().out
+    assert "no random-shift augmentation" in printed and "frozen features:" in printed
+    assert all(np.isfinite(e["train_loss"]) for e in log["epochs"])
+
+    policy, metadata = load_policy(tmp_path / "run" / "last")
+    assert policy.config.pooling == "spatial_softmax" and policy.config.image_keys == ("image", "wrist_image")
+    assert metadata["train_config"]["freeze_blocks"] == 6
+    fresh = ImagePolicy(policy.config)  # ImageNet weights, untrained keypoints and head
+    trained, initial = policy.encoder.state_dict(), fresh.encoder.state_dict()
+    frozen = [k for k in trained if k.startswith("stem.") or k.startswith(tuple(f"blocks.{i}." for i in range(5)))]
+    tuned = [k for k in trained if k.startswith("blocks.10.") and k.endswith("weight")]
+    assert frozen and all(torch.equal(trained[k], initial[k]) for k in frozen)
+    assert tuned and not any(torch.equal(trained[k], initial[k]) for k in tuned)
+    episode = next(DemoDataset(two_camera_reach).episodes())
+    action = policy.predict({key: frames[0] for key, frames in episode.obs.items()})
+    assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+
+
+def test_a_frozen_backbone_cannot_train_new_keypoints(two_camera_reach, tmp_path):
+    with pytest.raises(ImitlabError, match="freeze_blocks instead"):
+        _train(two_camera_reach, tmp_path / "run", backbone="lite0", pooling="spatial_softmax", freeze_backbone=True)
