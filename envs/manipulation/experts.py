@@ -47,71 +47,55 @@ class PushExpert:
     """Pushes the block in at most two straight legs, first along x then along y ("Manhattan" pushing).
 
     The closed fingers are a flat pad facing x (and a narrower one facing y): pushing along a pad's normal moves
-    the block straight and without turning it, while a diagonal push makes it slide off sideways. Each leg:
-    hover behind the block, go down to table level, push until the block is level with the goal on that axis,
-    rise. A leg whose block slips out sideways is started over.
+    the block straight and without turning it, while a diagonal push makes it slide off sideways. The action is
+    a function of where the hand, block and goal are, with no remembered phase, so what the cameras show decides
+    what to do (an expert with phases taught image policies to hover, undecided between rising and descending):
+    in the pushing lane behind the block, go down and push; low beside the block, rise; otherwise travel above
+    the table to the lane's entrance, descending over its last centimetre.
     """
 
     HOVER_Z = 0.09
     PUSH_Z = 0.02
-    #: Grip point distance behind the block centre, per axis: before contact, and while pushing (a few
+    #: Grip point distance behind the block centre, per axis: the lane's entrance, and while pushing (a few
     #: millimetres less than touching, so the hand keeps pressing).
     APPROACH_OFFSET = (0.055, 0.06)
     CONTACT_OFFSET = (0.03, 0.036)
     PUSH_STEP = 0.02
-    #: A leg is needed while the block is further than this from the goal along the leg's axis.
-    LEG_TOLERANCE = 0.006
-    #: The hand has lost the block once it is this far off the block's centre line.
-    LOST_ACROSS = 0.02
+    #: The x leg is done once the block is this close to the goal along x; the y leg finishes the job.
+    X_TOLERANCE = 0.012
+    #: The pushing lane: this close to the block's centre line, and this far behind its centre along the push.
+    LANE_HALF_WIDTH = 0.02
+    LANE_BEHIND = (0.02, 0.08)
+    #: Beside the block (closer than CLEAR_RADIUS) and below CLEAR_Z, the hand rises before moving sideways.
+    CLEAR_Z = 0.06
+    CLEAR_RADIUS = 0.09
 
     def __init__(self, env: PushEnv):
         self.env = env
-        self.reset()
 
     def reset(self) -> None:
-        self.phase = "approach"
-        self.axis = -1
-        self.sign = 1.0
-
-    def _next_leg(self, offset: np.ndarray) -> None:
-        self.axis = 0 if abs(offset[0]) > self.LEG_TOLERANCE else 1
-        self.sign = 1.0 if offset[self.axis] > 0 else -1.0
+        pass
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         grip, block, goal = self.env.grip_pos, self.env.block_pos[:2], self.env.goal_xy
         offset = goal - block
-        if self.axis < 0:
-            self._next_leg(offset)
-        axis, other, sign = self.axis, 1 - self.axis, self.sign
+        axis = 0 if abs(offset[0]) > self.X_TOLERANCE else 1
+        other = 1 - axis
         unit = np.zeros(2)
-        unit[axis] = sign
+        unit[axis] = 1.0 if offset[axis] > 0 else -1.0
         behind = block - self.APPROACH_OFFSET[axis] * unit
-        if self.phase == "push":
-            along = sign * (grip[axis] - block[axis])
-            if sign * offset[axis] < self.LEG_TOLERANCE:
-                self._next_leg(offset)
-                self.phase = "rise"
-            elif abs(grip[other] - block[other]) > self.LOST_ACROSS or along > -0.02:
-                self.phase = "rise"
-        if self.phase == "rise":
-            if grip[2] > self.HOVER_Z - 0.01:
-                self.phase = "approach"
-                return self.act(obs)
-            return _action(toward(grip, np.append(grip[:2], self.HOVER_Z)), CLOSE)
-        if self.phase == "approach":
-            if np.linalg.norm(grip[:2] - behind) < 0.008:
-                self.phase = "descend"
-            else:
-                return _action(toward(grip, np.append(behind, self.HOVER_Z)), CLOSE)
-        if self.phase == "descend":
-            if grip[2] < self.PUSH_Z + 0.004:
-                self.phase = "push"
-            else:
+        depth = -float(unit @ (grip[:2] - block))  # how far behind the block centre, along the push
+        if abs(grip[other] - block[other]) < self.LANE_HALF_WIDTH and self.LANE_BEHIND[0] < depth < self.LANE_BEHIND[1]:
+            if grip[2] > self.PUSH_Z + 0.004:
                 return _action(toward(grip, np.append(behind, self.PUSH_Z)), CLOSE)
-        # Keep the hand on the block's centre line while pressing it forward, slowing as it nears the goal.
-        forward = min(self.PUSH_STEP, abs(float(offset[axis])))
-        push_to = block + unit * (forward - self.CONTACT_OFFSET[axis])
-        return _action(toward(grip, np.append(push_to, self.PUSH_Z)), CLOSE)
+            # Keep the hand on the block's centre line while pressing it forward, slowing as it nears the goal.
+            forward = min(self.PUSH_STEP, abs(float(offset[axis])))
+            push_to = block + unit * (forward - self.CONTACT_OFFSET[axis])
+            return _action(toward(grip, np.append(push_to, self.PUSH_Z)), CLOSE)
+        if grip[2] < self.CLEAR_Z and np.linalg.norm(grip[:2] - block) < self.CLEAR_RADIUS:
+            return _action(toward(grip, np.append(grip[:2], self.HOVER_Z)), CLOSE)
+        z = self.PUSH_Z if np.linalg.norm(grip[:2] - behind) < 0.01 else self.HOVER_Z
+        return _action(toward(grip, np.append(behind, z)), CLOSE)
 
 
 class PickPlaceExpert:
