@@ -44,28 +44,28 @@ class ReachExpert:
 
 
 class PushExpert:
-    """Pushes the block in at most two straight legs, first along x then along y ("Manhattan" pushing).
+    """Pushes the block straight at the goal, re-aiming every step: the hand stays on the line from the goal
+    through the block, behind the block, and presses it forward along that line.
 
-    The closed fingers are a flat pad facing x (and a narrower one facing y): pushing along a pad's normal moves
-    the block straight and without turning it, while a diagonal push makes it slide off sideways. The action is
-    a function of where the hand, block and goal are, with no remembered phase, so what the cameras show decides
-    what to do (an expert with phases taught image policies to hover, undecided between rising and descending):
-    in the pushing lane behind the block, go down and push; low beside the block, rise; otherwise travel above
-    the table to the lane's entrance, descending over its last centimetre.
+    The action is a function of where the hand, block and goal are, with no remembered phase and no choice
+    between push directions, so what the cameras show decides what to do. (Two earlier experts pushed in an x
+    leg then a y leg: image policies hovered where the expert switched phase or axis, a switch that depends on
+    centimetres the 84 px view barely resolves.) The closed fingers are a flat pad: a push off the pad's normal
+    lets the block slide sideways, which the re-aiming corrects. In the lane behind the block: go down and push;
+    low beside the block: rise; otherwise travel above the table to the lane's entrance and descend there.
     """
 
     HOVER_Z = 0.09
     PUSH_Z = 0.02
-    #: Grip point distance behind the block centre, per axis: the lane's entrance, and while pushing (a few
-    #: millimetres less than touching, so the hand keeps pressing).
-    APPROACH_OFFSET = (0.055, 0.06)
+    #: Distance behind the block centre where the hand enters the pushing lane.
+    ENTRANCE = 0.06
+    #: The lane: this close to the goal-block line, and this far behind the block centre along it.
+    LANE_HALF_WIDTH = 0.015
+    LANE_BEHIND = (0.02, 0.085)
+    #: Grip point distance behind the block centre while pushing along x and along y (the pad is wider than
+    #: deep); a few millimetres less than touching, so the hand keeps pressing.
     CONTACT_OFFSET = (0.03, 0.036)
     PUSH_STEP = 0.02
-    #: The x leg is done once the block is this close to the goal along x; the y leg finishes the job.
-    X_TOLERANCE = 0.012
-    #: The pushing lane: this close to the block's centre line, and this far behind its centre along the push.
-    LANE_HALF_WIDTH = 0.02
-    LANE_BEHIND = (0.02, 0.08)
     #: Beside the block (closer than CLEAR_RADIUS) and below CLEAR_Z, the hand rises before moving sideways.
     CLEAR_Z = 0.06
     CLEAR_RADIUS = 0.09
@@ -79,23 +79,22 @@ class PushExpert:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         grip, block, goal = self.env.grip_pos, self.env.block_pos[:2], self.env.goal_xy
         offset = goal - block
-        axis = 0 if abs(offset[0]) > self.X_TOLERANCE else 1
-        other = 1 - axis
-        unit = np.zeros(2)
-        unit[axis] = 1.0 if offset[axis] > 0 else -1.0
-        behind = block - self.APPROACH_OFFSET[axis] * unit
-        depth = -float(unit @ (grip[:2] - block))  # how far behind the block centre, along the push
-        if abs(grip[other] - block[other]) < self.LANE_HALF_WIDTH and self.LANE_BEHIND[0] < depth < self.LANE_BEHIND[1]:
+        distance = float(np.linalg.norm(offset))
+        unit = offset / max(distance, 1e-9)
+        relative = grip[:2] - block
+        depth = -float(unit @ relative)  # how far behind the block centre, along the push
+        across = abs(float(unit[0] * relative[1] - unit[1] * relative[0]))
+        entrance = block - self.ENTRANCE * unit
+        if across < self.LANE_HALF_WIDTH and self.LANE_BEHIND[0] < depth < self.LANE_BEHIND[1]:
             if grip[2] > self.PUSH_Z + 0.004:
-                return _action(toward(grip, np.append(behind, self.PUSH_Z)), CLOSE)
-            # Keep the hand on the block's centre line while pressing it forward, slowing as it nears the goal.
-            forward = min(self.PUSH_STEP, abs(float(offset[axis])))
-            push_to = block + unit * (forward - self.CONTACT_OFFSET[axis])
+                return _action(toward(grip, np.append(entrance, self.PUSH_Z)), CLOSE)
+            contact = float(np.abs(unit) @ self.CONTACT_OFFSET)
+            push_to = block + unit * (min(self.PUSH_STEP, distance) - contact)
             return _action(toward(grip, np.append(push_to, self.PUSH_Z)), CLOSE)
-        if grip[2] < self.CLEAR_Z and np.linalg.norm(grip[:2] - block) < self.CLEAR_RADIUS:
+        if grip[2] < self.CLEAR_Z and np.linalg.norm(relative) < self.CLEAR_RADIUS:
             return _action(toward(grip, np.append(grip[:2], self.HOVER_Z)), CLOSE)
-        z = self.PUSH_Z if np.linalg.norm(grip[:2] - behind) < 0.01 else self.HOVER_Z
-        return _action(toward(grip, np.append(behind, z)), CLOSE)
+        z = self.PUSH_Z if np.linalg.norm(grip[:2] - entrance) < 0.01 else self.HOVER_Z
+        return _action(toward(grip, np.append(entrance, z)), CLOSE)
 
 
 class PickPlaceExpert:
