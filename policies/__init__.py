@@ -6,6 +6,7 @@ from imitlab.policies.encoders import (
     ImageEncoder,
     Lite0Encoder,
     NatureCNNEncoder,
+    SpatialFlatten,
     SpatialSoftmax,
     make_encoder,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Lite0Encoder",
     "NatureCNNEncoder",
     "PolicyConfig",
+    "SpatialFlatten",
     "SpatialSoftmax",
     "load_policy",
     "make_encoder",
