@@ -60,9 +60,8 @@ def train(
     out: Path = typer.Option(..., help="Run folder for checkpoints, logs and TensorBoard events."),
     backbone: str = typer.Option("lite0", help="lite0 (ImageNet-pretrained EfficientNet-Lite0) or nature_cnn."),
     pretrained: bool = typer.Option(True, help="Start lite0 from ImageNet weights."),
-    pooling: str = typer.Option("avg", help="lite0 pooling: avg, spatial_softmax (keypoints) or flatten (every "
-                                "position); the last two keep where objects are, for manipulation."),
-    keypoints: int = typer.Option(32, min=1, help="Keypoints of spatial_softmax pooling, or maps of flatten."),
+    pooling: str = typer.Option("avg", help="lite0 pooling: avg, or spatial_softmax (keypoints; for manipulation)."),
+    keypoints: int = typer.Option(32, min=1, help="Keypoints of spatial_softmax pooling."),
     freeze_backbone: bool = typer.Option(False, help="Train only the head on cached backbone features."),
     freeze_blocks: int = typer.Option(0, min=0, help="lite0: keep the stem + first N-1 blocks at ImageNet weights and "
                                       "cache their output (6: 3-5x faster epochs, no augmentation)."),

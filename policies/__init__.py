@@ -6,7 +6,6 @@ from imitlab.policies.encoders import (
     ImageEncoder,
     Lite0Encoder,
     NatureCNNEncoder,
-    SpatialFlatten,
     SpatialSoftmax,
     make_encoder,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "Lite0Encoder",
     "NatureCNNEncoder",
     "PolicyConfig",
-    "SpatialFlatten",
     "SpatialSoftmax",
     "load_policy",
     "make_encoder",

@@ -19,9 +19,8 @@ from imitlab.errors import ImitlabError
 
 BACKBONES = ("lite0", "nature_cnn")
 """Backbone names accepted by `make_encoder` (and `PolicyConfig.backbone`)."""
-POOLINGS = ("avg", "spatial_softmax", "flatten")
-"""How lite0 turns its feature map into a vector: global average, keypoints (`SpatialSoftmax`) or every
-position (`SpatialFlatten`)."""
+POOLINGS = ("avg", "spatial_softmax")
+"""How lite0 turns its feature map into a vector: global average, or keypoints (see `SpatialSoftmax`)."""
 
 LITE0_FEATURES_DIM = 1280
 #: Lite0's MBConv blocks (after the stem); blocks 0..10 end at stride 16, 11..15 at stride 32.
@@ -139,25 +138,12 @@ class SpatialSoftmax(nn.Module):
         return (attention @ self.grid).flatten(1)  # (B, K * 2): x, y of each keypoint
 
 
-class SpatialFlatten(nn.Module):
-    """Every position of the map, as a Nature-CNN's head sees its last map: a 1x1 convolution (+ ReLU) down to
-    `channels_out` maps, flattened. More features than keypoints, and nothing about the layout averaged away."""
-
-    def __init__(self, channels: int, channels_out: int) -> None:
-        super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(channels, channels_out, kernel_size=1), nn.ReLU())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.reduce(x).flatten(1)
-
-
 class Lite0Encoder(ImageEncoder):
     """EfficientNet-Lite0 (ImageNet-pretrained by default) pooled to a feature vector.
 
     ``pooling="avg"``: the full network and global average pooling -> 1280 features (ImageNet's own head).
     ``pooling="spatial_softmax"``: blocks 0..10 (stride 16: a 6x6 map at 84 px, finer than the final 3x3)
     and `SpatialSoftmax` -> 2 x `keypoints` features; the stride-32 blocks are dropped after the strict load.
-    ``pooling="flatten"``: the same blocks and `SpatialFlatten` to `keypoints` maps -> keypoints x 6 x 6 at 84 px.
     Lite0 uses ReLU6 and no squeeze-excitation, which keeps it fast on CPU and exportable to ONNX. In training
     mode the package applies its stochastic depth (drop-connect 0.2, as in the TF training recipe).
     """
@@ -170,17 +156,13 @@ class Lite0Encoder(ImageEncoder):
         net = lite0_backbone(image_size, read_lite0_imagenet_state() if pretrained else None)
         self.drop_connect_rate = net._global_params.drop_connect_rate
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.spatial = pooling != "avg"
+        self.spatial = pooling == "spatial_softmax"
         if self.spatial:
             self.blocks = net._blocks[:LITE0_STRIDE16_BLOCKS]
             side = math.ceil(image_size / 16)
             channels = self.blocks[-1]._block_args.output_filters
-            if pooling == "spatial_softmax":
-                self.pool: nn.Module = SpatialSoftmax(channels, side, side, keypoints)
-                self.features_dim = 2 * keypoints
-            else:
-                self.pool = SpatialFlatten(channels, keypoints)
-                self.features_dim = keypoints * side * side
+            self.pool: nn.Module = SpatialSoftmax(channels, side, side, keypoints)
+            self.features_dim = 2 * keypoints
         else:
             self.blocks = net._blocks
             self.pool = nn.Sequential(net._conv_head, net._bn1, net._swish)

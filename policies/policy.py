@@ -25,11 +25,10 @@ class PolicyConfig:
     pretrained: bool = True
     """Initialise lite0 from ImageNet weights (ignored by nature_cnn, which has none)."""
     pooling: str = "avg"
-    """lite0 feature pooling: "avg" (global average, 1280-d), "spatial_softmax" (keypoints) or "flatten" (every
-    position of the stride-16 map); the last two keep where objects are, which manipulation needs."""
+    """lite0 feature pooling: "avg" (global average, 1280-d) or "spatial_softmax" (keypoints; for tasks that
+    depend on where objects are, e.g. manipulation)."""
     keypoints: int = 32
-    """Keypoints of spatial_softmax pooling (2 features each), or maps of flatten pooling (36 features each at
-    84 px)."""
+    """Number of keypoints with spatial_softmax pooling (2 features each)."""
     image_keys: tuple[str, ...] = ("image",)
     """Observation keys of the camera images, in the order `ImagePolicy.forward` takes them."""
     image_size: int = 96

@@ -93,14 +93,6 @@ def test_lite0_spatial_softmax_keeps_the_imagenet_stride16_blocks_and_drops_the_
     assert features.abs().max() <= 1.0
 
 
-def test_lite0_flatten_pooling_keeps_every_position_of_the_stride16_map():
-    encoder = Lite0Encoder(84, pretrained=False, pooling="flatten", keypoints=4).eval()
-    with torch.no_grad():
-        features = encoder(_images(2, 84))
-    assert encoder.features_dim == 4 * 6 * 6 and features.shape == (2, 144)
-    assert (features >= 0).all() and (features > 0).any()
-
-
 def test_spatial_softmax_returns_the_position_of_each_peak():
     pool = SpatialSoftmax(channels=2, height=5, width=7, keypoints=2)
     with torch.no_grad():

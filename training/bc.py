@@ -59,10 +59,10 @@ class TrainConfig:
     pretrained: bool = True
     """Start the backbone from ImageNet weights (lite0 only)."""
     pooling: str = "avg"
-    """lite0 pooling: ``avg`` (global average of the last map), ``spatial_softmax`` (keypoints from the
-    stride-16 map) or ``flatten`` (every position of that map); the last two keep where objects are."""
+    """lite0 pooling: ``avg`` (global average of the last map) or ``spatial_softmax`` (keypoints from the
+    stride-16 map: keeps where objects are; the choice for manipulation)."""
     keypoints: int = 32
-    """Keypoints of ``spatial_softmax`` pooling, or maps of ``flatten`` pooling."""
+    """Keypoints of ``spatial_softmax`` pooling."""
     freeze_backbone: bool = False
     """Train only the head; backbone features are computed once, so epochs cost almost nothing."""
     freeze_blocks: int = 0
@@ -171,8 +171,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ))
     if config.init_policy:
         _load_initial_weights(policy, Path(config.init_policy))
-    if config.freeze_backbone and config.pooling != "avg":
-        raise ImitlabError(f"freeze_backbone trains the head alone, and {config.pooling} pooling's layer is new: "
+    if config.freeze_backbone and config.pooling == "spatial_softmax":
+        raise ImitlabError("freeze_backbone trains the head alone, and spatial_softmax's keypoint layer is new: "
                            "freeze the pretrained blocks with freeze_blocks instead")
     policy.encoder.freeze_blocks(config.freeze_blocks)
     policy.set_backbone_trainable(not config.freeze_backbone)
