@@ -64,7 +64,7 @@ def train(
     keypoints: int = typer.Option(32, min=1, help="Keypoints of spatial_softmax pooling."),
     freeze_backbone: bool = typer.Option(False, help="Train only the head on cached backbone features."),
     freeze_blocks: int = typer.Option(0, min=0, help="lite0: keep the stem + first N-1 blocks at ImageNet weights and "
-                                      "cache their output (6: 3-5x faster epochs, no augmentation)."),
+                                      "cache their output (6: ~3x faster epochs, no augmentation)."),
     backbone_lr: float = typer.Option(3e-4, help="Backbone learning rate."),
     head_lr: float = typer.Option(1e-3, help="Head learning rate."),
     epochs: int = typer.Option(10, min=1),

@@ -67,7 +67,7 @@ class TrainConfig:
     """Train only the head; backbone features are computed once, so epochs cost almost nothing."""
     freeze_blocks: int = 0
     """lite0: keep the stem and the first N-1 MBConv blocks at their ImageNet weights and compute their output
-    once per frame, then fine-tune the rest on that cache (6 = everything at stride <= 8: 3-5x faster
+    once per frame, then fine-tune the rest on that cache (6 = everything at stride <= 8: ~3x faster
     epochs). Frames are encoded once, so no random-shift augmentation."""
     backbone_lr: float = 3e-4
     """Learning rate of the backbone when fine-tuning (lower than the head's keeps pretrained features)."""
