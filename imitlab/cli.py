@@ -65,6 +65,8 @@ def train(
     freeze_backbone: bool = typer.Option(False, help="Train only the head on cached backbone features."),
     freeze_blocks: int = typer.Option(0, min=0, help="lite0: keep the stem + first N-1 blocks at ImageNet weights and "
                                       "cache their output (6: ~3x faster epochs, no augmentation)."),
+    freeze_batchnorm: bool = typer.Option(False, help="lite0: normalise with the ImageNet BatchNorm statistics "
+                                          "while fine-tuning too (training and rollouts then agree)."),
     backbone_lr: float = typer.Option(3e-4, help="Backbone learning rate."),
     head_lr: float = typer.Option(1e-3, help="Head learning rate."),
     epochs: int = typer.Option(10, min=1),
@@ -90,7 +92,8 @@ def train(
 
     config = TrainConfig(
         dataset=str(dataset), out=str(out), backbone=backbone, pretrained=pretrained, pooling=pooling,
-        keypoints=keypoints, freeze_backbone=freeze_backbone, freeze_blocks=freeze_blocks, backbone_lr=backbone_lr, head_lr=head_lr, epochs=epochs,
+        keypoints=keypoints, freeze_backbone=freeze_backbone, freeze_blocks=freeze_blocks,
+        freeze_batchnorm=freeze_batchnorm, backbone_lr=backbone_lr, head_lr=head_lr, epochs=epochs,
         batch_size=batch_size, augment_shift=augment_shift, eval_every=eval_every, eval_episodes=eval_episodes,
         patience=patience, seed=seed, threads=threads, val_fraction=val_fraction,
         init_policy=str(init_policy) if init_policy else None, loader_mode=loader_mode,

@@ -61,6 +61,14 @@ class ImageEncoder(nn.Module):
 
     #: Leading blocks kept at their initial weights and out of training (`freeze_blocks`).
     frozen_blocks: int = 0
+    #: BatchNorm layers normalise with their stored statistics even in training mode (`freeze_batchnorm`).
+    batchnorm_frozen: bool = False
+
+    def freeze_batchnorm(self, flag: bool = True) -> None:
+        """Normalise with the stored (ImageNet) statistics in training too, so training and rollouts compute the
+        same function; the layers' scale and shift still train."""
+        self.batchnorm_frozen = flag
+        self.train(self.training)
 
     def frozen_features(self, images: Tensor) -> Tensor:
         """uint8 images -> output of the frozen leading blocks (the normalised images when none are frozen).
@@ -209,6 +217,10 @@ class Lite0Encoder(ImageEncoder):
         super().train(mode)
         for module in self._frozen_modules():
             module.eval()
+        if self.batchnorm_frozen:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
         return self
 
 

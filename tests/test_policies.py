@@ -274,6 +274,19 @@ def test_frozen_blocks_stay_fixed_and_their_cached_output_gives_the_same_actions
         torch.testing.assert_close(policy.head_forward(policy.encode_frozen(cached), state), policy(state, images))
 
 
+def test_frozen_batchnorm_makes_training_mode_compute_what_rollouts_compute():
+    torch.manual_seed(0)
+    policy = ImagePolicy(_config(backbone="lite0", image_size=48, pooling="spatial_softmax"))
+    policy.encoder.drop_connect_rate = 0.0  # stochastic depth aside, training and eval mode then agree
+    images, state = _images(4, 48), torch.randn(4, 4)
+    with torch.no_grad():
+        rollout = policy.eval()(state, images)
+        policy.encoder.freeze_batchnorm()
+        torch.testing.assert_close(policy.train()(state, images), rollout)
+        policy.encoder.freeze_batchnorm(False)
+        assert not torch.allclose(policy.train()(state, images), rollout, atol=1e-3)
+
+
 def test_freezing_more_blocks_than_there_are_or_any_of_nature_cnn_is_a_user_error():
     encoder = Lite0Encoder(84, pretrained=False, pooling="spatial_softmax")
     with pytest.raises(ImitlabError, match="can freeze 0 to 12"):

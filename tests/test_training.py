@@ -89,7 +89,7 @@ def two_camera_reach(tmp_path_factory) -> Path:
 def test_keypoint_policy_fine_tunes_above_frozen_blocks_that_keep_their_imagenet_weights(two_camera_reach, tmp_path,
                                                                                          capsys):
     log = _train(two_camera_reach, tmp_path / "run", backbone="lite0", pretrained=True, pooling="spatial_softmax",
-                 keypoints=8, freeze_blocks=6, epochs=2, val_fraction=0.0)
+                 keypoints=8, freeze_blocks=6, freeze_batchnorm=True, epochs=2, val_fraction=0.0)
     printed = capsys.readouterr().out
     assert "no random-shift augmentation" in printed and "frozen features:" in printed
     assert all(np.isfinite(e["train_loss"]) for e in log["epochs"])
@@ -103,6 +103,8 @@ def test_keypoint_policy_fine_tunes_above_frozen_blocks_that_keep_their_imagenet
     tuned = [k for k in trained if k.startswith("blocks.10.") and k.endswith("weight")]
     assert frozen and all(torch.equal(trained[k], initial[k]) for k in frozen)
     assert tuned and not any(torch.equal(trained[k], initial[k]) for k in tuned)
+    statistics = [k for k in trained if k.startswith("blocks.10.") and k.endswith(("running_mean", "running_var"))]
+    assert statistics and all(torch.equal(trained[k], initial[k]) for k in statistics)  # freeze_batchnorm
     episode = next(DemoDataset(two_camera_reach).episodes())
     action = policy.predict({key: frames[0] for key, frames in episode.obs.items()})
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)
