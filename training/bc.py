@@ -71,8 +71,8 @@ class TrainConfig:
     epochs). Frames are encoded once, so no random-shift augmentation."""
     freeze_batchnorm: bool = False
     """lite0: normalise with the ImageNet BatchNorm statistics while fine-tuning too. Otherwise training uses batch
-    statistics and rollouts the running ones, which can compute a different function (on Push, the loss of the
-    training frames was 3x higher in eval mode)."""
+    statistics and rollouts the running ones, which can compute a different function (on Push the training
+    frames' loss was far higher in eval mode)."""
     backbone_lr: float = 3e-4
     """Learning rate of the backbone when fine-tuning (lower than the head's keeps pretrained features)."""
     head_lr: float = 1e-3
