@@ -86,6 +86,21 @@ class ImageEncoder(nn.Module):
         if count:
             raise ImitlabError(f"{type(self).__name__} has no pretrained blocks to freeze")
 
+    def _frozen_modules(self) -> list[nn.Module]:
+        """The modules `freeze_blocks` froze: they stay in eval mode."""
+        return []
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """Frozen blocks, and with `freeze_batchnorm` every BatchNorm layer, stay in eval mode."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        if self.batchnorm_frozen:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
     def forward(self, images: Tensor) -> Tensor:
         return self.trainable_features(self.frozen_features(images))
 
@@ -212,16 +227,6 @@ class Lite0Encoder(ImageEncoder):
         if not self.frozen_blocks:
             return []
         return [self.stem, *self.blocks[:self.frozen_blocks - 1]]
-
-    def train(self, mode: bool = True) -> Lite0Encoder:
-        super().train(mode)
-        for module in self._frozen_modules():
-            module.eval()
-        if self.batchnorm_frozen:
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self
 
 
 class NatureCNNEncoder(ImageEncoder):
