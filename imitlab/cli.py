@@ -85,6 +85,7 @@ def train(
     dagger_rounds: int = typer.Option(0, min=0, help="DAgger: rounds of policy rollouts labelled by the expert."),
     dagger_episodes: int = typer.Option(10, min=1, help="DAgger: episodes collected per round."),
     dagger_beta: float = typer.Option(0.5, min=0.0, max=1.0, help="DAgger: expert-control probability in round 1."),
+    dagger_epochs: int = typer.Option(0, min=0, help="DAgger: fine-tuning epochs per round (0: --epochs)."),
 ) -> None:
     """Behaviour cloning: fit a policy to a dataset; the checkpoint kept is the best in closed loop."""
     from imitlab.training.bc import TrainConfig, train as run_train
@@ -100,7 +101,8 @@ def train(
         memory_budget_mb=memory_budget_mb,
     )
     if dagger_rounds:
-        log = run_dagger(DaggerConfig(config, rounds=dagger_rounds, episodes_per_round=dagger_episodes, beta=dagger_beta))
+        log = run_dagger(DaggerConfig(config, rounds=dagger_rounds, episodes_per_round=dagger_episodes,
+                                      beta=dagger_beta, round_epochs=dagger_epochs or None))
         best = log["rounds"][log["chosen_round"]]["bc"]
     else:
         best = run_train(config)["best"]

@@ -185,9 +185,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.freeze_backbone or config.freeze_blocks:  # encode every frame once through what never changes
         if config.augment_shift:
             tqdm.write("frozen features are computed once per frame: no random-shift augmentation")
-        encode = (lambda images: [policy.encode(images)]) if config.freeze_backbone else policy.frozen_features
+        # What is computed once per frame, and how a minibatch of it reaches the head.
+        if config.freeze_backbone:
+            encode, finish_encoding = (lambda images: [policy.encode(images)]), (lambda features: features[0])
+        else:
+            encode, finish_encoding = policy.frozen_features, policy.encode_frozen
         policy.eval()
-        features = FrozenFeatures(encode, policy.config.image_keys, demos)
+        # Read through a throwaway copy of the loader, so its decoded-image cache goes once the pass ends.
+        one_pass = demos.subset(range(len(demos.paths)), shuffle=False, seed=0)
+        features = FrozenFeatures(encode, policy.config.image_keys, one_pass)
         train_data = features.subset(train_eps, config.batch_size, rng)
         val_data = features.subset(val_eps, EVAL_BATCH) if len(val_eps) else None
     groups = [{"params": list(policy.head_parameters()), "lr": config.head_lr}]
@@ -199,8 +205,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     def batch_loss(batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
         if isinstance(batch, FeatureBatch):
-            features = batch.features[0] if config.freeze_backbone else policy.encode_frozen(list(batch.features))
-            pred = policy.head_forward(features, batch.state)
+            pred = policy.head_forward(finish_encoding(list(batch.features)), batch.state)
         else:
             imgs = [batch.images[k] for k in image_keys]
             if augment:
