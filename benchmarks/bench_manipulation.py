@@ -1,4 +1,4 @@
-"""Manipulation env throughput: control steps per second in one process, per task, with and without the wrist camera.
+"""Manipulation env throughput: control steps per second in one process, per task, with one, two or three cameras.
 
 Actions come from each task's expert so the arm moves, grasps and pushes as in real data collection (the
 expert's own cost is excluded). Resets are excluded too; each line also shows where a step's time goes,
@@ -19,7 +19,7 @@ from imitlab.envs import make_env, make_expert  # first: picks the headless GL b
 import mujoco  # noqa: E402  isort: skip
 
 TASKS = ("imitlab/Reach-v0", "imitlab/Push-v0", "imitlab/PickPlace-v0")
-CAMERAS = (("agentview",), ("agentview", "wrist"))
+CAMERAS = (("agentview",), ("agentview", "wrist"), ("agentview", "wrist", "wrist_rear"))
 
 
 def bench(env_id: str, cameras: tuple[str, ...], image_size: int, steps: int) -> dict[str, float]:
@@ -64,7 +64,7 @@ def main() -> None:
     for env_id in args.tasks:
         for cameras in CAMERAS:
             r = bench(env_id, cameras, args.image_size, args.steps)
-            print(f"{env_id:22s} cameras={'+'.join(cameras):16s} {r['steps_per_s']:6.0f} steps/s "
+            print(f"{env_id:22s} cameras={'+'.join(cameras):27s} {r['steps_per_s']:6.0f} steps/s "
                   f"({r['steps_per_cpu_s']:.0f} per CPU-s)  "
                   f"(physics {r['physics']:.2f} ms, IK {r['ik']:.2f} ms, render {r['render']:.2f} ms; "
                   f"{int(r['episodes'])} episodes)", flush=True)

@@ -69,6 +69,8 @@ def train(
                                           "while fine-tuning too (training and rollouts then agree)."),
     backbone_lr: float = typer.Option(3e-4, help="Backbone learning rate."),
     head_lr: float = typer.Option(1e-3, help="Head learning rate."),
+    ema_decay: float = typer.Option(0.0, min=0.0, max=0.99999, help="Validate and save a moving average of the "
+                                    "weights with this decay per step (e.g. 0.998; 0: the raw weights)."),
     epochs: int = typer.Option(10, min=1),
     batch_size: int = typer.Option(64, min=1),
     augment_shift: int = typer.Option(4, min=0, help="Random-shift augmentation padding in pixels (0: off)."),
@@ -94,7 +96,7 @@ def train(
     config = TrainConfig(
         dataset=str(dataset), out=str(out), backbone=backbone, pretrained=pretrained, pooling=pooling,
         keypoints=keypoints, freeze_backbone=freeze_backbone, freeze_blocks=freeze_blocks,
-        freeze_batchnorm=freeze_batchnorm, backbone_lr=backbone_lr, head_lr=head_lr, epochs=epochs,
+        freeze_batchnorm=freeze_batchnorm, backbone_lr=backbone_lr, head_lr=head_lr, ema_decay=ema_decay, epochs=epochs,
         batch_size=batch_size, augment_shift=augment_shift, eval_every=eval_every, eval_episodes=eval_episodes,
         patience=patience, seed=seed, threads=threads, val_fraction=val_fraction,
         init_policy=str(init_policy) if init_policy else None, loader_mode=loader_mode,

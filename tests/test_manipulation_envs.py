@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from imitlab.envs import make_env
+from imitlab.envs import make_env, make_expert
 from imitlab.envs.manipulation import PickPlaceEnv, PushEnv, ReachEnv
 from imitlab.envs.manipulation.arm_env import STATE_DIM, STATE_LAYOUT, ArmEnv
 from imitlab.envs.manipulation.tasks import BLOCK_HALF
@@ -136,6 +136,37 @@ def test_pick_place_success_needs_block_resting_in_bin_and_released() -> None:
     assert not any(env.step(hold)[4]["is_success"] for _ in range(3))
     assert env.jaw_opening < 2 * BLOCK_HALF
     assert any(env.step(release)[4]["is_success"] for _ in range(3))
+    env.close()
+
+
+def _red_pixels(image: np.ndarray) -> int:
+    """Pixels of the red block's colour."""
+    r, g, b = (image[..., i].astype(int) for i in range(3))
+    return int(((r > 120) & (g < 60) & (b < 60)).sum())
+
+
+@pytest.mark.parametrize(("seed", "sees", "blind"), [(3, "wrist_rear_image", "wrist_image"),
+                                                     (5, "wrist_image", "wrist_rear_image")])
+def test_push_block_behind_palm_is_seen_by_the_other_wrist_camera(seed: int, sees: str, blind: str) -> None:
+    """While the expert pushes, the palm hides the block from the wrist camera on the far side of the hand.
+
+    Seed 3 pushes towards the arm's base (the block is on the base side of the hand, hidden from "wrist" and
+    from the agent view), seed 5 away from it; the camera on the block's side sees it in both.
+    """
+    env = make_env("imitlab/Push-v0", image_size=SIZE, cameras=("agentview", "wrist", "wrist_rear"))
+    arm: PushEnv = env.unwrapped
+    obs, _ = env.reset(seed=seed)
+    expert = make_expert(env)
+    pushing = []
+    for _ in range(40):
+        if arm.grip_pos[2] < 0.03 and np.linalg.norm(arm.grip_pos[:2] - arm.block_pos[:2]) < 0.045:
+            pushing.append(obs)
+        obs = env.step(expert.act(obs))[0]
+    assert len(pushing) >= 5
+    for frame in pushing[:5]:
+        assert _red_pixels(frame[sees]) > 100 and _red_pixels(frame[blind]) < 10
+    if sees == "wrist_rear_image":
+        assert all(_red_pixels(frame["image"]) < 5 for frame in pushing[:5])
     env.close()
 
 

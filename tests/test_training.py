@@ -113,3 +113,22 @@ def test_keypoint_policy_fine_tunes_above_frozen_blocks_that_keep_their_imagenet
 def test_a_frozen_backbone_cannot_train_new_keypoints(two_camera_reach, tmp_path):
     with pytest.raises(ImitlabError, match="freeze_blocks instead"):
         _train(two_camera_reach, tmp_path / "run", backbone="lite0", pooling="spatial_softmax", freeze_backbone=True)
+
+
+def test_weight_average_is_what_validation_and_checkpoints_see(tiny_demos, tmp_path):
+    """The average never changes the raw training trajectory; it replaces the weights that are validated and saved.
+    With a decay of ~0 the average is the current weights, so everything matches the run without it."""
+    raw = _train(tiny_demos, tmp_path / "raw", epochs=2)
+    near_zero = _train(tiny_demos, tmp_path / "near_zero", epochs=2, ema_decay=1e-12)
+    averaged = _train(tiny_demos, tmp_path / "averaged", epochs=2, ema_decay=0.9)
+
+    def losses(log: dict, key: str) -> list[float]:
+        return [e[key] for e in log["epochs"]]
+
+    assert losses(averaged, "train_loss") == losses(raw, "train_loss") == losses(near_zero, "train_loss")
+    assert losses(near_zero, "val_loss") == pytest.approx(losses(raw, "val_loss"), rel=1e-5)
+    assert losses(averaged, "val_loss") != pytest.approx(losses(raw, "val_loss"), rel=1e-3)
+    weights = {name: load_policy(tmp_path / name / "last")[0].state_dict() for name in ("raw", "near_zero", "averaged")}
+    gap = {name: max((w[k].float() - v.float()).abs().max().item() for k, v in weights["raw"].items())
+           for name, w in weights.items()}
+    assert gap["near_zero"] < 1e-7 and gap["averaged"] > 1e-5  # the cosine schedule ends at a tiny learning rate

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -102,6 +103,11 @@ class TrainConfig:
     """MiB of decoded demos allowed in memory; ``chunked`` streams in chunks that stay within it."""
     head_hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of the fusion head."""
+    ema_decay: float = 0.0
+    """Validate and save an exponential moving average of the weights, with this decay per step (0: the raw
+    weights). The average is steadier than the last step's weights, whose rollout success can swing by tens of
+    points from one epoch to the next. Its decay ramps up from 0 over the first steps, so the random initial
+    weights fade out quickly."""
     seed: int = 0
     """Seed for the split, initialisation and minibatch order."""
     threads: int = 0
@@ -146,6 +152,9 @@ def _validate(policy: ImagePolicy, envs: list, seeds: list[int]) -> dict[str, fl
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run behaviour cloning; returns the training log (also written to ``<out>/train_log.json``)."""
+    if config.freeze_backbone and config.pooling == "spatial_softmax":
+        raise ImitlabError("freeze_backbone trains the head alone, and spatial_softmax's keypoint layer is new: "
+                           "freeze the pretrained blocks with freeze_blocks instead")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -175,9 +184,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ))
     if config.init_policy:
         _load_initial_weights(policy, Path(config.init_policy))
-    if config.freeze_backbone and config.pooling == "spatial_softmax":
-        raise ImitlabError("freeze_backbone trains the head alone, and spatial_softmax's keypoint layer is new: "
-                           "freeze the pretrained blocks with freeze_blocks instead")
     policy.encoder.freeze_blocks(config.freeze_blocks)
     if config.freeze_batchnorm:
         policy.encoder.freeze_batchnorm()
@@ -187,9 +193,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             tqdm.write("frozen features are computed once per frame: no random-shift augmentation")
         # What is computed once per frame, and how a minibatch of it reaches the head.
         if config.freeze_backbone:
-            encode, finish_encoding = (lambda images: [policy.encode(images)]), (lambda features: features[0])
+            encode, finish_encoding = (lambda images: [policy.encode(images)]), (lambda model, features: features[0])
         else:
-            encode, finish_encoding = policy.frozen_features, policy.encode_frozen
+            encode, finish_encoding = policy.frozen_features, (lambda model, features: model.encode_frozen(features))
         policy.eval()
         # Read through a throwaway copy of the loader, so its decoded-image cache goes once the pass ends.
         one_pass = demos.subset(range(len(demos.paths)), shuffle=False, seed=0)
@@ -203,14 +209,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     total_steps = len(train_data) * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
 
-    def batch_loss(batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
+    # What validation rolls out and the checkpoints hold: the raw weights, or their moving average.
+    averaged = AveragedModel(policy, avg_fn=_ema(config.ema_decay), use_buffers=True) if config.ema_decay else None
+    evaluated = averaged.module if averaged is not None else policy
+
+    def batch_loss(model: ImagePolicy, batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
         if isinstance(batch, FeatureBatch):
-            pred = policy.head_forward(finish_encoding(list(batch.features)), batch.state)
+            pred = model.head_forward(finish_encoding(model, list(batch.features)), batch.state)
         else:
             imgs = [batch.images[k] for k in image_keys]
             if augment:
                 imgs = [random_shift(im, config.augment_shift, generator) for im in imgs]
-            pred = policy(batch.state, *imgs)
+            pred = model(batch.state, *imgs)
         return F.mse_loss(pred, batch.actions)
 
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs) for _ in range(config.eval_episodes)]
@@ -238,11 +248,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
             bar = tqdm(train_data, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress)
             losses = []
             for batch in bar:
-                loss = batch_loss(batch, augment=True)
+                loss = batch_loss(policy, batch, augment=True)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if averaged is not None:
+                    averaged.update_parameters(policy)
                 step += 1
                 losses.append(loss.item())
                 writer.add_scalar("loss/train", losses[-1], step)
@@ -251,12 +263,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
             entry: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
                                      "seconds": time.perf_counter() - start}
             if val_data is not None:
-                policy.eval()
+                evaluated.eval()
                 with torch.no_grad():
-                    entry["val_loss"] = float(np.mean([batch_loss(batch, augment=False).item() for batch in val_data]))
+                    entry["val_loss"] = float(np.mean([batch_loss(evaluated, batch, augment=False).item()
+                                                       for batch in val_data]))
                 writer.add_scalar("loss/val", entry["val_loss"], step)
             if epoch % config.eval_every == 0 or epoch == config.epochs:
-                rollout = _validate(policy, val_envs, val_seeds)
+                rollout = _validate(evaluated, val_envs, val_seeds)
                 entry["rollout"] = rollout
                 for name, value in rollout.items():
                     writer.add_scalar(f"rollout/{name}", value, step)
@@ -264,7 +277,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 if best_score is None or score > best_score:
                     best_score, stale = score, 0
                     log["best"] = entry
-                    save_policy(policy, out / "best", {**metadata, "epoch": epoch, "validation": rollout})
+                    save_policy(evaluated, out / "best", {**metadata, "epoch": epoch, "validation": rollout})
                 else:
                     stale += 1
                 tqdm.write(f"epoch {epoch}: train loss {entry['train_loss']:.4f}"
@@ -276,7 +289,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if config.patience and stale >= config.patience:
                 tqdm.write(f"early stop: no better rollout score in {config.patience} validations")
                 break
-        save_policy(policy, out / "last", {**metadata, "epoch": log["epochs"][-1]["epoch"]})
+        save_policy(evaluated, out / "last", {**metadata, "epoch": log["epochs"][-1]["epoch"]})
     finally:
         writer.close()
         for env in val_envs:
@@ -284,6 +297,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     log["seconds"] = time.perf_counter() - start
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
     return log
+
+
+def _ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """AveragedModel's update: an exponential moving average whose decay ramps up as (1 + n) / (10 + n)."""
+    def update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        step_decay = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
+        return average + (1.0 - step_decay) * (current - average)
+    return update
 
 
 def _load_initial_weights(policy: ImagePolicy, path: Path) -> None:
