@@ -119,7 +119,7 @@ def evaluate_cmd(
     episodes: int = typer.Option(50, min=1, help="Number of held-out seeds."),
     seed_start: int = typer.Option(1_000_000, help="First seed (held-out range starts at 1000000)."),
     workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores). Results do not depend on it."),
-    videos: int = typer.Option(4, min=0, help="Write mp4s of the first N episodes."),
+    videos: int = typer.Option(4, min=0, help="Write N mp4s: the best and worst episodes, alternately."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/eval or runs/eval-expert)."),
     image_size: Optional[int] = typer.Option(None, help="Override the camera size (expert only)."),
 ) -> None:

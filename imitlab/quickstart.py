@@ -16,7 +16,7 @@ from imitlab.training.bc import TrainConfig, train
 
 @dataclass
 class QuickstartConfig:
-    """Settings of ``imitlab quickstart`` (chosen to finish in about 15 minutes on 2 CPU cores)."""
+    """Settings of ``imitlab quickstart`` (11 min 14 s from a fresh clone on 2 CPU cores, install included: README)."""
 
     out: Path = Path("runs/quickstart")
     """Everything goes here: ``demos/``, ``lite0/``, ``nature_cnn/``, ``report.md``."""
@@ -35,7 +35,7 @@ class QuickstartConfig:
     eval_episodes: int = 50
     """Held-out seeds for the final comparison."""
     videos: int = 4
-    """mp4s of the first held-out episodes, per policy."""
+    """mp4s per policy, of its best and worst held-out episodes."""
     train_overrides: dict = field(default_factory=dict)
     """Extra TrainConfig fields applied to both runs."""
 
