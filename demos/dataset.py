@@ -11,11 +11,13 @@ Layout (format ``imitlab-demos``, version 1)::
           executed_actions         (T, A) float32, what was sent to the env (differs under DART noise)
           rewards                  (T,) float32
           dones                    (T,) uint8, 1 on the last step
+          intervention             (T,) uint8, optional (human episodes from ``imitlab studio``): 1 where the
+                                   human controlled the step, 0 where the expert did (assist mode)
           final_obs/<key>          the observation after the last step (one frame), so every transition's
                                    next observation is known (imitation's trajectories and robomimic's
                                    ``next_obs`` need it); absent in files written before it was added
           attrs                    seed, source, noise_std, success, return, length, terminated,
-                                   truncated, env_id, env_kwargs (JSON)
+                                   truncated, env_id, env_kwargs (JSON); human episodes also operator
 
 An optional ``masks.json`` names subsets of episodes by file stem (``{"train": ["demo_000000", ...],
 "valid": [...]}``), robomimic's ``mask/`` filter keys; it is written atomically by ``imitlab demos split``.
@@ -48,6 +50,8 @@ FORMAT_VERSION = 1
 HEADER = "dataset.json"
 MASKS = "masks.json"
 EPISODE_DIR = "episodes"
+#: Top-level entries of every episode file; any other top-level array is optional per-step data.
+_STANDARD_ARRAYS = frozenset({"obs", "actions", "executed_actions", "rewards", "dones", "final_obs"})
 _EPISODE_NAME = re.compile(r"^demo_(\d{6,})\.hdf5$")
 
 
@@ -98,6 +102,8 @@ class Episode:
     attrs: dict[str, Any] = field(default_factory=dict)
     final_obs: dict[str, np.ndarray] | None = None
     """The observation after the last action (None for files recorded before it was stored)."""
+    step_data: dict[str, np.ndarray] = field(default_factory=dict)
+    """Optional per-step arrays beyond the standard ones (e.g. ``intervention``), stored at the file's top level."""
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -124,6 +130,8 @@ def write_episode_file(path: Path, episode: Episode) -> None:
         f.create_dataset("executed_actions", data=episode.executed_actions.astype(np.float32))
         f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
         f.create_dataset("dones", data=episode.dones.astype(np.uint8))
+        for key, value in episode.step_data.items():
+            f.create_dataset(key, data=value)
         if episode.final_obs is not None:
             final = f.create_group("final_obs")
             for key, value in episode.final_obs.items():
@@ -149,10 +157,12 @@ def read_episode_file(path: Path) -> Episode:
                 dones=f["dones"][()],
                 attrs=attrs,
                 final_obs={key: f["final_obs"][key][()] for key in f["final_obs"]} if "final_obs" in f else None,
+                step_data={key: f[key][()] for key in f if key not in _STANDARD_ARRAYS},
             )
     except (OSError, KeyError, ValueError) as exc:
         raise ImitlabError(f"corrupt episode file {path}: {exc}") from None
-    lengths = {len(v) for v in episode.obs.values()} | {len(episode.actions), len(episode.rewards)}
+    lengths = ({len(v) for v in episode.obs.values()} | {len(v) for v in episode.step_data.values()}
+               | {len(episode.actions), len(episode.rewards)})
     if len(lengths) != 1:
         raise ImitlabError(f"corrupt episode file {path}: arrays have different lengths {sorted(lengths)}")
     return episode

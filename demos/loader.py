@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
+from imitlab.demos.exclusions import read_exclusions
 from imitlab.errors import ImitlabError
 from imitlab.policies.policy import state_statistics
 
@@ -102,6 +103,7 @@ class DemoLoader:
     Several datasets (e.g. demos plus DAgger rounds) must share env, env kwargs and spaces. ``mask`` restricts
     each to a ``masks.json`` subset (e.g. ``"train"``); ``successful_only`` drops failed demonstrations except
     those whose source is in ``keep_sources`` (DAgger's corrections are worth learning from either way);
+    episodes named in a dataset's ``exclusions.json`` are always skipped (``demos/exclusions.py``);
     ``mode`` is ``"auto"`` (by ``memory_budget_mb``), ``"memory"`` or ``"chunked"``; ``workers`` threads inflate
     image chunks (0: up to 4, one per core); ``seed`` seeds the shuffling, or is a ``np.random.Generator`` used
     as is (to continue a caller's random stream). :meth:`subset` makes train/validation loaders from one scan.
@@ -138,8 +140,13 @@ class DemoLoader:
         self._row_bytes = (sum(int(np.prod(shape)) for shape in self.image_shapes.values())
                            + 4 * (self.state_dim + self.action_dim))
         paths, lengths, seeds = [], [], []
+        self.excluded = 0
         for dataset in self.datasets:
+            excluded = read_exclusions(dataset)
             for path in dataset.episode_paths(mask):
+                if path.stem in excluded:
+                    self.excluded += 1
+                    continue
                 with open_episode_file(path) as f:
                     attrs = file_attrs(f)
                     length = int(f["actions"].shape[0])
@@ -166,7 +173,9 @@ class DemoLoader:
         self._cache: _Arrays | None = None
         how = ("cached in memory" if self.mode == "memory"
                else f"streamed in chunks of ~{self.chunk_bytes / 2**20:.0f} MiB")
-        self.plan = (f"demo loader: {len(paths)} episodes, {self.num_samples} samples, "
+        self.plan = (f"demo loader: {len(paths)} episodes"
+                     + (f" ({self.excluded} excluded by exclusions.json)" if self.excluded else "")
+                     + f", {self.num_samples} samples, "
                      f"{self.decoded_bytes / 2**20:.0f} MiB decoded; {how} "
                      f"(budget {self.budget_bytes / 2**20:.0f} MiB)")
         log.info(self.plan)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
+from imitlab.demos.exclusions import read_exclusions
 from imitlab.envs import action_labels
 
 #: Percentiles reported per dimension.
@@ -42,6 +43,8 @@ class DatasetSummary:
     action_dim: int
     disk_bytes: int
     masks: dict[str, int]
+    excluded: dict[str, str]
+    """Episodes excluded from training (``exclusions.json``) -> reason."""
 
     @property
     def success_rate(self) -> float:
@@ -83,6 +86,7 @@ def summarize(dataset: DemoDataset) -> DatasetSummary:
         action_dim=int(dataset.action_space.shape[0]),
         disk_bytes=sum(p.stat().st_size for p in dataset.path.rglob("*") if p.is_file()),
         masks={name: len(names) for name, names in dataset.masks().items()},
+        excluded=read_exclusions(dataset),
     )
 
 

@@ -21,14 +21,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from imitlab.demos.controls import DrivingControls
 from imitlab.demos.dataset import DemoWriter
 from imitlab.demos.recorder import RecordSummary, collect_episode
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.video import annotate_frame
 
 WINDOW = "imitlab teleop"
-STEER, THROTTLE = 0, 1
-#: Key codes as ``cv2.waitKeyEx`` returns them: letters, then arrows on X11/GTK/Qt, Windows and macOS.
+#: Key codes as ``cv2.waitKeyEx`` returns them: letters, then arrows on X11/GTK/Qt, Windows and macOS; each set is
+#: one control of :class:`imitlab.demos.controls.DrivingControls`.
 _LEFT = {ord("a"), ord("A"), 65361, 2424832, 63234}
 _RIGHT = {ord("d"), ord("D"), 65363, 2555904, 63235}
 _UP = {ord("w"), ord("W"), 65362, 2490368, 63232}
@@ -60,7 +61,8 @@ def check_display() -> None:
 
 @dataclass
 class KeyboardDriver:
-    """Key events -> a smooth ``[steering, throttle]`` action (steering +1 is full left, throttle < 0 brakes)."""
+    """Key events -> a smooth ``[steering, throttle]`` action (the shared :class:`DrivingControls` scheme, fed
+    with the keys held according to the key events)."""
 
     first_hold_s: float = 0.6
     """A fresh press counts as held this long (covers the OS's delay before auto-repeat starts)."""
@@ -72,11 +74,16 @@ class KeyboardDriver:
     """Largest throttle change per control step (the driving expert's limit)."""
     _held_until: dict[str, float] = field(default_factory=dict)
     _last_event: dict[str, float] = field(default_factory=dict)
+    _controls: DrivingControls = field(init=False)
     _action: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
+
+    def __post_init__(self) -> None:
+        self._controls = DrivingControls(steer_slew=self.steer_slew, throttle_slew=self.throttle_slew)
 
     def reset(self) -> None:
         self._held_until.clear()
         self._last_event.clear()
+        self._controls.reset()
         self._action = np.zeros(2, np.float32)
 
     def press(self, key: int, now: float) -> None:
@@ -96,17 +103,10 @@ class KeyboardDriver:
         """The last action :meth:`step` returned."""
         return self._action.copy()
 
-    def _held(self, name: str, now: float) -> bool:
-        return self._held_until.get(name, -np.inf) >= now
-
     def step(self, now: float) -> np.ndarray:
         """The action for the next control step, moved towards the held keys' target by at most the slew."""
-        target = np.array([
-            float(self._held("left", now)) - float(self._held("right", now)),
-            float(self._held("up", now)) - float(self._held("down", now)),
-        ], dtype=np.float32)
-        limit = np.array([self.steer_slew, self.throttle_slew], dtype=np.float32)
-        self._action = np.clip(self._action + np.clip(target - self._action, -limit, limit), -1.0, 1.0)
+        held = {name for name, until in self._held_until.items() if until >= now}
+        self._action = self._controls.step(held)
         return self._action.copy()
 
 

@@ -158,6 +158,10 @@ from imitlab.cli_deploy import register as register_deploy  # noqa: E402
 
 register_deploy(app)
 
+from imitlab.studio.cli import register as register_studio  # noqa: E402
+
+register_studio(app)
+
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""

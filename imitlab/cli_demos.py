@@ -48,7 +48,7 @@ def _open(path: Path):
 
 @demos_app.command()
 def info(dataset: Path = DATASET, as_json: bool = typer.Option(False, "--json", help="Print JSON instead.")) -> None:
-    """Summary: env, episodes, steps, success rate, sources, observation shapes, disk size, masks."""
+    """Summary: env, episodes, steps, success rate, sources, observation shapes, disk size, masks, exclusions."""
     from dataclasses import asdict
 
     from imitlab.demos.stats import summarize
@@ -72,6 +72,7 @@ def info(dataset: Path = DATASET, as_json: bool = typer.Option(False, "--json", 
         ("action dim", str(s.action_dim)),
         ("disk size", _human_bytes(s.disk_bytes)),
         ("masks", ", ".join(f"{k}: {v}" for k, v in s.masks.items()) or "none (see `imitlab demos split`)"),
+        ("excluded", "; ".join(f"{k} ({v})" for k, v in s.excluded.items()) or "none"),
     ]
     for key, value in rows:
         table.add_row(key, value)
