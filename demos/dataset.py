@@ -24,7 +24,8 @@ An optional ``masks.json`` names subsets of episodes by file stem (``{"train": [
 
 Why one file per episode: an episode is written to ``.demo_N.hdf5.tmp`` and renamed into place once
 complete, so a crash (even SIGKILL) loses at most the episode in progress and never corrupts the ones
-already written. Readers skip ``.tmp`` files.
+already written. Readers skip ``.tmp`` files. A writer claims index N by creating that ``.tmp`` file
+exclusively (``O_CREAT | O_EXCL``), so writers sharing a folder never pick the same index.
 """
 
 from __future__ import annotations
@@ -113,6 +114,19 @@ def _write_atomic_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     os.replace(tmp, path)
+
+
+def _create_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``path`` only if it does not exist yet (a private temp file hard-linked into place), so writers
+    racing to create one dataset leave the first header alone."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 def write_episode_file(path: Path, episode: Episode) -> None:
@@ -297,34 +311,44 @@ class DemoWriter:
             "observation_space": space_to_json(observation_space),
             "action_space": space_to_json(action_space),
         }
-        if (self.path / HEADER).exists():
-            existing = DemoDataset(self.path).header
-            for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
-                if existing.get(key) != header[key]:
-                    raise ImitlabError(
-                        f"{self.path} holds demos with a different {key}; record into a new folder instead"
-                    )
-        else:
-            if self.path.exists() and any(self.path.iterdir()):
+        if not (self.path / HEADER).exists():
+            if self.path.exists() and any(not p.name.startswith(".") for p in self.path.iterdir()):
                 raise ImitlabError(f"{self.path} exists and is not an imitlab dataset; choose an empty or new folder")
-            (self.path / EPISODE_DIR).mkdir(parents=True, exist_ok=True)
-            _write_atomic_json(self.path / HEADER, header)
+            self.path.mkdir(parents=True, exist_ok=True)
+            _create_json(self.path / HEADER, header)
+        existing = DemoDataset(self.path).header
+        for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
+            if existing.get(key) != header[key]:
+                raise ImitlabError(f"{self.path} holds demos with a different {key}; record into a new folder instead")
         (self.path / EPISODE_DIR).mkdir(exist_ok=True)
         paths = DemoDataset(self.path).episode_paths()
         self._next_index = int(_EPISODE_NAME.match(paths[-1].name).group(1)) + 1 if paths else 0
 
+    def _claim(self) -> Path:
+        """The next free episode path, claimed by creating its ``.tmp`` file exclusively. Another writer may hold
+        a claim or have finished an index since this one looked, so taken indices are skipped."""
+        while True:
+            path = self.path / EPISODE_DIR / f"demo_{self._next_index:06d}.hdf5"
+            self._next_index += 1
+            try:
+                os.close(os.open(path.with_name(f".{path.name}.tmp"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                continue
+            # A claim succeeds once the previous holder has renamed its file into place, so look for that too.
+            if not path.exists():
+                return path
+            os.unlink(path.with_name(f".{path.name}.tmp"))
+
     def append(self, episode: Episode) -> Path:
         """Write ``episode`` as the next demo file; returns its path."""
-        path = self.path / EPISODE_DIR / f"demo_{self._next_index:06d}.hdf5"
+        path = self._claim()
         write_episode_file(path, episode)
-        self._next_index += 1
         return path
 
     def append_file(self, source: Path) -> Path:
         """Copy an existing episode file as the next demo (byte for byte, atomically); returns its path."""
-        path = self.path / EPISODE_DIR / f"demo_{self._next_index:06d}.hdf5"
+        path = self._claim()
         tmp = path.with_name(f".{path.name}.tmp")
         shutil.copyfile(source, tmp)
         os.replace(tmp, path)
-        self._next_index += 1
         return path

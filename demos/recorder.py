@@ -10,8 +10,9 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from imitlab.demos.dataset import DemoWriter, Episode
+from imitlab.demos.dataset import HEADER, DemoDataset, DemoWriter, Episode
 from imitlab.envs import make_env, make_expert
+from imitlab.errors import ImitlabError
 
 #: Maps an observation to an action (an expert's ``act``, a policy's ``predict``, a human's keys).
 ActionSource = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -80,13 +81,33 @@ def collect_episode(env: gym.Env, act: ActionSource, seed: int, noise_std: float
     )
 
 
-def record(env_id: str, out: str | Path, episodes: int, seed_start: int = 0, noise_std: float = 0.0,
+def first_seed(out: str | Path, episodes: int, seed_start: int | None) -> int:
+    """The first seed of a recording into ``out``: ``seed_start`` if given (refused when the dataset already holds
+    one of the seeds it would record), else 0 for a new dataset and the seed after its last one for an existing
+    one, so recording twice into one folder never duplicates a seed."""
+    held = ({int(a["seed"]) for a in DemoDataset(out).episode_attrs() if "seed" in a}
+            if (Path(out) / HEADER).is_file() else set())
+    if seed_start is None:
+        if held:
+            tqdm.write(f"{out} holds seeds up to {max(held)}: recording continues at seed {max(held) + 1}")
+        return max(held) + 1 if held else 0
+    taken = sorted(held & set(range(seed_start, seed_start + episodes)))
+    if taken:
+        raise ImitlabError(f"{out} already holds {len(taken)} of seeds {seed_start}..{seed_start + episodes - 1} "
+                           f"(first: {taken[0]}): pass --seed-start {max(held) + 1}, or omit it to continue after "
+                           "the last seed")
+    return seed_start
+
+
+def record(env_id: str, out: str | Path, episodes: int, seed_start: int | None = None, noise_std: float = 0.0,
            env_kwargs: dict[str, Any] | None = None, progress: bool = True) -> RecordSummary:
-    """Record ``episodes`` expert episodes on seeds ``seed_start, seed_start+1, ...`` into ``out``.
+    """Record ``episodes`` expert episodes on seeds ``seed_start, seed_start+1, ...`` into ``out``
+    (``seed_start`` as :func:`first_seed` chooses it).
 
     Each episode is on disk (atomically) before the next starts, so an interrupted run keeps what it finished.
     """
     env_kwargs = dict(env_kwargs or {})
+    seed_start = first_seed(out, episodes, seed_start)
     env = make_env(env_id, **env_kwargs)
     try:
         writer = DemoWriter(out, env_id, env_kwargs, env.observation_space, env.action_space)
@@ -94,13 +115,13 @@ def record(env_id: str, out: str | Path, episodes: int, seed_start: int = 0, noi
         source = "noisy_expert" if noise_std > 0 else "expert"
         steps = successes = 0
         bar = tqdm(range(seed_start, seed_start + episodes), desc=f"record {env_id}", unit="ep", disable=not progress)
-        for seed in bar:
+        for done, seed in enumerate(bar, start=1):
             episode = collect_episode(env, expert.act, seed, noise_std, on_reset=expert.reset)
             episode.attrs.update(source=source, env_id=env_id, env_kwargs=env_kwargs)
             writer.append(episode)
             steps += len(episode)
             successes += int(episode.attrs["success"])
-            bar.set_postfix(success=f"{successes}/{bar.n + 1}", steps=steps)
+            bar.set_postfix(success=f"{successes}/{done}", steps=steps)
     finally:
         env.close()
     return RecordSummary(path=Path(out), episodes=episodes, steps=steps, successes=successes)

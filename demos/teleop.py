@@ -23,7 +23,7 @@ import numpy as np
 
 from imitlab.demos.controls import DrivingControls
 from imitlab.demos.dataset import DemoWriter
-from imitlab.demos.recorder import RecordSummary, collect_episode
+from imitlab.demos.recorder import RecordSummary, collect_episode, first_seed
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.video import annotate_frame
 
@@ -116,15 +116,17 @@ def _show(frame: np.ndarray) -> None:
         raise _Quit
 
 
-def record_teleop(env_id: str, out: str | Path, episodes: int, seed_start: int = 0,
+def record_teleop(env_id: str, out: str | Path, episodes: int, seed_start: int | None = None,
                   env_kwargs: dict[str, Any] | None = None) -> RecordSummary:
-    """Record ``episodes`` human-driven episodes on seeds ``seed_start, ...`` into ``out`` (source "human").
+    """Record ``episodes`` human-driven episodes on seeds ``seed_start, ...`` (as :func:`first_seed` chooses it)
+    into ``out`` (source "human").
 
     Stops early, keeping every finished episode, when the human quits or closes the window.
     """
     from imitlab.envs import make_env
 
     check_display()
+    seed_start = first_seed(out, episodes, seed_start)
     env_kwargs = dict(env_kwargs or {})
     env = make_env(env_id, render_mode="rgb_array", **env_kwargs)
     try:

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from imitlab.envs import action_labels, make_expert
+from imitlab.evaluation.progress import RolloutBar
 from imitlab.evaluation.video import annotate_frame, write_mp4
 
 
@@ -91,8 +92,10 @@ def aggregate_metrics(env: gym.Env, infos: list[dict[str, Any]]) -> dict[str, fl
 
 
 def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], video_dir: Path | None = None,
-                 video_seeds: Sequence[int] = (), record_actions: bool = False) -> list[EpisodeResult]:
-    """Run one episode per env (``envs[i]`` from ``seeds[i]``) until all end. Videos need render_mode rgb_array."""
+                 video_seeds: Sequence[int] = (), record_actions: bool = False,
+                 progress: RolloutBar | None = None) -> list[EpisodeResult]:
+    """Run one episode per env (``envs[i]`` from ``seeds[i]``) until all end. Videos need render_mode rgb_array;
+    ``progress`` is told of every step and finished episode."""
     assert len(envs) == len(seeds)
     agent.bind(envs)
     obs = []
@@ -125,6 +128,10 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
             if terminated or truncated:
                 terminated_flags[slot] = bool(terminated)
                 running.remove(slot)
+                if progress is not None:
+                    progress.episode_done(bool(info.get("is_success", False)))
+        if progress is not None:
+            progress.step(len(acts))
     results = []
     for slot, (env, seed) in enumerate(zip(envs, seeds)):
         video = None

@@ -36,7 +36,8 @@ def record(
     env: str = typer.Option(..., help="Task id, e.g. imitlab/LaneFollow-v0."),
     out: Path = typer.Option(..., help="Dataset folder (created, or extended if it holds the same env)."),
     episodes: int = typer.Option(50, min=1, help="Episodes to record."),
-    seed_start: int = typer.Option(0, help="First seed; episode i uses seed_start + i."),
+    seed_start: Optional[int] = typer.Option(None, help="First seed; episode i uses seed_start + i (default: 0, or "
+                                             "the seed after the last one already in --out)."),
     noise: float = typer.Option(0.0, min=0.0, help="DART noise: std of Gaussian noise on the executed action."),
     image_size: Optional[int] = typer.Option(None, help="Camera image size (env default if omitted)."),
     env_arg: list[str] = typer.Option([], help="Extra env constructor argument key=value (repeatable)."),

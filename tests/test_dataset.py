@@ -61,11 +61,12 @@ def test_spaces_survive_json(tmp_path):
 def test_appending_continues_numbering_and_skips_unfinished_files(tmp_path):
     w = writer(tmp_path / "ds")
     w.append(make_episode(0))
-    # A crash mid-write leaves only a hidden temp file behind; it must be invisible to readers.
+    # A crash mid-write leaves only a hidden temp file behind; it must be invisible to readers. It is also the
+    # claim of index 1 (a live writer's claim looks the same), so the next episode takes index 2.
     (tmp_path / "ds" / "episodes" / ".demo_000001.hdf5.tmp").write_bytes(b"half an episode")
     w2 = writer(tmp_path / "ds")
     path = w2.append(make_episode(1))
-    assert path.name == "demo_000001.hdf5"
+    assert path.name == "demo_000002.hdf5"
     assert [e.attrs["seed"] for e in DemoDataset(tmp_path / "ds").episodes()] == [0, 1]
 
 

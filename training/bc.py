@@ -32,6 +32,7 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.loader import DEFAULT_BUDGET_MB, DemoBatch, DemoLoader
 from imitlab.envs import make_env
 from imitlab.errors import ImitlabError
+from imitlab.evaluation.progress import RolloutBar
 from imitlab.evaluation.rollout import PolicyAgent, run_lockstep
 from imitlab.policies import ImagePolicy, PolicyConfig, load_policy, save_policy
 
@@ -138,9 +139,10 @@ def _split(n_episodes: int, val_fraction: float, rng: np.random.Generator) -> tu
     return order[n_val:], order[:n_val]
 
 
-def _validate(policy: ImagePolicy, envs: list, seeds: list[int]) -> dict[str, float]:
+def _validate(policy: ImagePolicy, envs: list, seeds: list[int], progress: bool) -> dict[str, float]:
     policy.eval()
-    results = run_lockstep(envs, PolicyAgent(policy.predict), seeds)
+    with RolloutBar(len(seeds), "validation rollouts", disable=not progress) as bar:
+        results = run_lockstep(envs, PolicyAgent(policy.predict), seeds, progress=bar)
     metrics: dict[str, float] = {
         "success_rate": float(np.mean([r.success for r in results])),
         "mean_return": float(np.mean([r.episode_return for r in results])),
@@ -171,6 +173,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # The splits keep file order and the split's rng goes on to shuffle the minibatches: one seed, one run.
     train_eps, val_eps = (np.sort(eps) for eps in _split(len(demos.paths), config.val_fraction, rng))
+    if config.val_fraction > 0 and not len(val_eps):
+        tqdm.write(f"val_fraction {config.val_fraction} of {len(demos.paths)} episodes rounds to no validation "
+                   "episode: no validation loss (rollouts still choose the checkpoint)")
     train_data = demos.subset(train_eps, shuffle=True, batch_size=config.batch_size, seed=rng)
     val_data = demos.subset(val_eps) if len(val_eps) else None
     state_mean, state_std = train_data.state_mean_std()
@@ -202,9 +207,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         features = FrozenFeatures(encode, policy.config.image_keys, one_pass)
         train_data = features.subset(train_eps, config.batch_size, rng)
         val_data = features.subset(val_eps, EVAL_BATCH) if len(val_eps) else None
-    groups = [{"params": list(policy.head_parameters()), "lr": config.head_lr}]
+    groups = [{"name": "head", "params": list(policy.head_parameters()), "lr": config.head_lr}]
     if not config.freeze_backbone:
-        groups.append({"params": list(policy.backbone_parameters()), "lr": config.backbone_lr})
+        groups.append({"name": "backbone", "params": list(policy.backbone_parameters()), "lr": config.backbone_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     total_steps = len(train_data) * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
@@ -252,6 +257,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                for group in optimizer.param_groups:  # the rate this step used, at this step's number
+                    writer.add_scalar(f"lr/{group['name']}", group["lr"], step + 1)
                 scheduler.step()
                 if averaged is not None:
                     averaged.update_parameters(policy)
@@ -265,11 +272,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if val_data is not None:
                 evaluated.eval()
                 with torch.no_grad():
-                    entry["val_loss"] = float(np.mean([batch_loss(evaluated, batch, augment=False).item()
-                                                       for batch in val_data]))
+                    entry["val_loss"] = float(np.mean([
+                        batch_loss(evaluated, batch, augment=False).item()
+                        for batch in tqdm(val_data, desc="validation loss", unit="batch", leave=False,
+                                          disable=not config.progress)]))
                 writer.add_scalar("loss/val", entry["val_loss"], step)
             if epoch % config.eval_every == 0 or epoch == config.epochs:
-                rollout = _validate(evaluated, val_envs, val_seeds)
+                rollout = _validate(evaluated, val_envs, val_seeds, config.progress)
                 entry["rollout"] = rollout
                 for name, value in rollout.items():
                     writer.add_scalar(f"rollout/{name}", value, step)
