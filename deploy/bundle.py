@@ -81,7 +81,7 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
         _write_spec(staging, spec)
 
         summary = evaluate(str(staging), seeds, workers=workers, video_dir=staging / VALIDATION_DIR / "videos",
-                           videos=videos, progress=progress)
+                           videos=videos, progress=progress, label=f"{out} (fp32)")
         _relabel(summary, f"{out} (fp32)", out)
         low, _ = wilson_interval(summary.successes, len(seeds))
         if low < min_success:
@@ -116,7 +116,7 @@ def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndar
     spec["models"]["int8"] = {**_file_entry(path), "scheme": mode}
     _write_spec(staging, spec)
     model = OnnxPolicy(path, spec)
-    summary = evaluate(str(path), seeds, workers=workers, progress=progress)
+    summary = evaluate(str(path), seeds, workers=workers, progress=progress, label=f"{out} (int8)")
     _relabel(summary, f"{out} (int8)", out)
     write_report(summary, staging / VALIDATION_DIR / "int8")
     latency["int8"] = latency_ms(model.predict, probe)

@@ -176,12 +176,13 @@ class EvalSummary:
 
 def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kwargs: dict[str, Any] | None = None,
              workers: int | None = None, video_dir: Path | None = None, videos: int = 0,
-             progress: bool = True, allow_train_seeds: bool = False) -> EvalSummary:
+             progress: bool = True, allow_train_seeds: bool = False, label: str | None = None) -> EvalSummary:
     """Evaluate ``agent`` (``expert``, a policy/run folder or a bundle) on ``seeds``.
 
     ``videos`` mp4s go to ``video_dir``: of the best and worst episodes, alternately (so a success and a failure
     are both filmed when both occurred). They are chosen after the sweep and re-run with the camera on, which
-    reproduces the episode exactly because a result depends only on its seed.
+    reproduces the episode exactly because a result depends only on its seed. ``label`` names the agent on the
+    progress bars (default: ``agent``).
     """
     spec = resolve_agent(agent, env_id, env_kwargs)
     seeds = [int(s) for s in seeds]
@@ -196,14 +197,15 @@ def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kw
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(spec,)) as pool:
         futures = [pool.submit(_run_seed, s, None, False) for s in seeds]
-        bar = tqdm(as_completed(futures), total=len(futures), desc=f"eval {agent}", unit="ep", disable=not progress)
+        bar = tqdm(as_completed(futures), total=len(futures), desc=f"eval {label or agent}", unit="ep",
+                   disable=not progress)
         for future in bar:
             result = future.result()
             results[result.seed] = result
             bar.set_postfix(success=f"{sum(r.success for r in results.values())}/{len(results)}")
         if video_dir is not None and videos > 0:
             replays = [pool.submit(_run_seed, s, video_dir, True) for s in pick_video_seeds(list(results.values()), videos)]
-            for future in replays:
+            for future in tqdm(replays, desc=f"videos {label or agent}", unit="ep", disable=not progress):
                 _attach_video(results, future.result())
     episodes = [results[s] for s in seeds]
     action_dim = len(episodes[0].actions[0]) if episodes[0].actions else 0

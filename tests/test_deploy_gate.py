@@ -115,15 +115,17 @@ def test_the_evaluator_runs_a_bundle(accepted):
     assert summary.to_json()["policy"]["kind"] == "bundle"
 
 
-def test_gate_refuses_just_above_the_lower_bound_and_writes_nothing(policies, torch_result, tmp_path, monkeypatch):
+def test_gate_refuses_just_above_the_lower_bound_and_writes_nothing(policies, torch_result, tmp_path, monkeypatch,
+                                                                   capsys):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = tmp_path / "refused"
     with pytest.raises(ImitlabError, match="deploy refused") as error:
-        deploy(policies["trained"], torch_result["bar"] + 0.01, episodes=EPISODES, out=out, workers=2, videos=2,
-               progress=False)
+        deploy(policies["trained"], torch_result["bar"] + 0.01, episodes=EPISODES, out=out, workers=2, videos=2)
     assert "\n" not in str(error.value)
+    bars = capsys.readouterr().err  # named after the bundle being validated, not its staging folder
+    assert f"eval {out} (fp32)" in bars and "imitlab-bundle-" not in bars
     assert not out.exists()
     assert list(scratch.iterdir()) == []  # the staging folder is gone too
     assert list(tmp_path.iterdir()) == [scratch]
