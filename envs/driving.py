@@ -8,6 +8,7 @@ can stop the car but never reverse it). Physics runs at 200 Hz, control at 10 Hz
 from __future__ import annotations
 
 from importlib import resources
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -16,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 from OpenGL import GL  # after mujoco, which points PyOpenGL at the MUJOCO_GL platform
 
+from imitlab.envs.perturb import Perturber, SceneParts
 from imitlab.envs.road import LANE_OFFSET, LEAD_IN, ROAD_WIDTH, TAIL, Road, RoadColours, paint_texture
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         render_mode: str | None = None,
         time_limit_s: float = 40.0,
         route_length: float = 150.0,
+        perturb: Mapping[str, int] | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unsupported render_mode {render_mode!r}; use 'rgb_array' or None")
@@ -91,6 +94,9 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         # The road's bounding square (see Road.generate) plus a margin of grass: the painted ground plane.
         self._plane_extent = LEAD_IN + route_length + TAIL + 2.0 * ROAD_WIDTH
         self.model.geom_size[self._road_geom][:2] = self._plane_extent / 2
+        self.perturber = Perturber(self.model, SceneParts(
+            cameras=(self.model.camera("driver").id,), scale=6.0, bodies=(self._car_body,),
+            place_distractors=self._distractor_sites, distractors_per_severity=4), perturb)
 
         self._camera: mujoco.Renderer | None = mujoco.Renderer(self.model, image_size, image_size)
         self._chase: mujoco.Renderer | None = None
@@ -143,6 +149,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         super().reset(seed=seed)
         rng = self.np_random
         self.road = Road.generate(rng, self.route_length)
+        self.perturber.begin_episode(seed, options)
         self._paint_road(rng)
 
         mujoco.mj_resetData(self.model, self.data)
@@ -162,7 +169,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         assert self.road is not None, "call reset() before step()"
-        steer, throttle = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        steer, throttle = self.perturber.act(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
         self.data.ctrl[:2] = steer * MAX_STEER
         self.data.ctrl[2:] = max(throttle, 0.0)
         self.model.dof_damping[self._wheel_dofs] = self._wheel_damping + BRAKE_DAMPING * max(-throttle, 0.0)
@@ -184,6 +191,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if self._chase is None:
             return None
         self._chase.update_scene(self.data, camera="chase")
+        self.perturber.decorate(self._chase.scene)
         return self._chase.render()
 
     def close(self) -> None:
@@ -197,7 +205,8 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def _paint_road(self, rng: np.random.Generator) -> None:
         """Paint this episode's road into the ground texture and upload it to every renderer's GL context."""
         assert self.road is not None
-        colours = RoadColours.sample(rng)
+        sampled = RoadColours.sample(rng)
+        colours = RoadColours(*(self.perturber.recolour(c) for c in (sampled.asphalt, sampled.grass, sampled.marking)))
         self.model.mat_rgba[self._grass_material, :3] = colours.grass / 255.0  # no seam at the plane's edge
         size = int(self.model.tex_width[self._road_tex])  # square, set in car.xml
         tex = paint_texture(self.road, colours, rng, size, self._plane_extent)
@@ -214,10 +223,22 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._camera is not None, "the env is closed"
         self._camera.update_scene(self.data, camera="driver")
+        self.perturber.decorate(self._camera.scene)
         steer = float(np.mean(self.data.qpos[self._steer_qpos]))
         yaw_rate = float(self.data.qvel[5])  # free joint angular velocity is in the body frame: z is yaw
         state = np.array([self.forward_speed, yaw_rate, steer, self._throttle], dtype=np.float32)
-        return {"image": self._camera.render(), "state": np.clip(state, STATE_LOW, STATE_HIGH)}
+        return self.perturber.observe({"image": self._camera.render(), "state": np.clip(state, STATE_LOW, STATE_HIGH)})
+
+    def _distractor_sites(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Ground points beside the road, 0.5-3 m past either edge, anywhere along the route."""
+        assert self.road is not None
+        sites = []
+        for _ in range(count):
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            xy, _ = self.road.pose(float(rng.uniform(10.0, self.route_length)),
+                                   side * (ROAD_WIDTH / 2 + float(rng.uniform(0.5, 3.0))))
+            sites.append((xy[0], xy[1], 0.0))
+        return np.array(sites).reshape(count, 3)
 
     def _info(self, d: float, success: bool) -> dict[str, Any]:
         assert self.road is not None

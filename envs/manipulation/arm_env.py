@@ -7,6 +7,7 @@ sees is rendered: object and goal poses are deliberately left out of ``state``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.resources import as_file, files
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from gymnasium import spaces
 from imitlab.envs import Expert
 from imitlab.envs.manipulation.cameras import CameraRig
 from imitlab.envs.manipulation.controller import ARM_JOINTS, HOME_QPOS, IKController, Workspace
+from imitlab.envs.perturb import Perturber, SceneParts
 
 CONTROL_HZ = 10
 #: Largest end-effector displacement one action asks for, per axis, metres per control step.
@@ -35,6 +37,9 @@ WORKSPACE = Workspace(low=np.array([0.30, -0.25, 0.015]), high=np.array([0.70, 0
 #: Box the episode's starting grip-site position is drawn from.
 START_LOW = np.array([0.35, -0.12, 0.15])
 START_HIGH = np.array([0.50, 0.12, 0.25])
+#: Where distractor objects may stand on the table (x, y), metres.
+DISTRACTOR_LOW = np.array([0.28, -0.30])
+DISTRACTOR_HIGH = np.array([0.72, 0.30])
 #: ``state`` layout: grip-site position (3, m, world frame), grip-site velocity (3, m/s), jaw opening (1, m),
 #: arm joint angles (7, rad). Each entry is clipped to its bound (contacts can push a joint a hair past its limit).
 STATE_LAYOUT = {"grip_pos": slice(0, 3), "grip_vel": slice(3, 6), "jaw_opening": slice(6, 7), "arm_qpos": slice(7, 14)}
@@ -54,6 +59,7 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Each 10 Hz step moves the commanded grip target by ``MAX_DELTA * action[:3]`` (from the previous target,
     leashed to within ``TARGET_LEASH`` of the real grip position), clips it to ``WORKSPACE``, solves IK for it
     (gripper kept pointing down) and lets the joint servos track the result for 25 physics steps of 4 ms.
+    ``perturb`` (or ``reset(options={"perturb": ...})``): distribution shifts, see ``imitlab.envs.perturb``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -66,7 +72,8 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     START_FINGERS: ClassVar[float] = FINGER_OPEN
 
     def __init__(self, image_size: int = 84, cameras: tuple[str, ...] = ("agentview",),
-                 render_mode: str | None = None, max_steps: int | None = None):
+                 render_mode: str | None = None, max_steps: int | None = None,
+                 perturb: Mapping[str, int] | None = None):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
@@ -77,7 +84,8 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if self.substeps % len(RAMP):
             raise ValueError(f"{self.substeps} physics steps per control step do not split into {len(RAMP)} slices")
         self.ik = IKController(self.model)
-        self.rig = CameraRig(self.model, tuple(cameras), int(image_size))
+        self.perturber = Perturber(self.model, self._scene_parts(tuple(cameras)), perturb)
+        self.rig = CameraRig(self.model, tuple(cameras), int(image_size), decorate=self.perturber.decorate)
         self.grip_site = self.model.site("grip").id
         self.arm_qpos = self.ik.qpos_adr
         self.finger_qpos = np.array([self.model.joint(j).qposadr[0] for j in ("finger_left", "finger_right")])
@@ -96,6 +104,18 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._steps = 0
         self._velocity = np.zeros(6)
         self._target = np.zeros(3)
+
+    def _scene_parts(self, cameras: tuple[str, ...]) -> SceneParts:
+        """What perturbations act on: the table and floor, the task's objects (every body not part of the arm)."""
+        m = self.model
+        arm_root = m.body("link0").id
+        objects = tuple(g for g in range(m.ngeom) if m.geom_bodyid[g] != 0
+                        and m.body_rootid[m.geom_bodyid[g]] != arm_root)
+        movable = tuple(sorted({int(m.geom_bodyid[g]) for g in objects if m.body_mocapid[m.geom_bodyid[g]] < 0}))
+        known = [m.camera(i).name for i in range(m.ncam)]
+        return SceneParts(cameras=tuple(m.camera(c).id for c in cameras if c in known), scale=0.5,
+                          surfaces=(m.material("table").id, m.material("floor").id), objects=objects,
+                          bodies=movable, texture=m.texture("floor_tex").id, place_distractors=_table_sites)
 
     # Task hooks -------------------------------------------------------------------------------------------
 
@@ -132,6 +152,7 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        self.perturber.begin_episode(seed, options)
         mujoco.mj_resetData(self.model, self.data)
         start = self.np_random.uniform(START_LOW, START_HIGH)
         q = self.ik.solve(HOME_QPOS, start, iterations=50)
@@ -149,7 +170,7 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         action = np.asarray(action, dtype=np.float64).reshape(4)
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action must be finite, got {action}")
-        action = np.clip(action, -1.0, 1.0)
+        action = self.perturber.act(np.clip(action, -1.0, 1.0))
         grip = self.grip_pos
         lag = self._target - grip
         lag *= min(1.0, TARGET_LEASH / max(float(np.linalg.norm(lag)), 1e-9))
@@ -183,7 +204,13 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         state = np.concatenate([self.data.site_xpos[self.grip_site], self._velocity[3:], [self.jaw_opening],
                                 self.data.qpos[self.arm_qpos]]).astype(np.float32)
         np.clip(state, self._state_low, self._state_high, out=state)
-        return self.rig.observe(self.data) | {"state": state}
+        return self.perturber.observe(self.rig.observe(self.data) | {"state": state})
 
     def _info(self) -> dict[str, Any]:
         return {"is_success": self._is_success(), "goal_distance": self._goal_distance()}
+
+
+def _table_sites(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Distractor positions on the table top."""
+    xy = rng.uniform(DISTRACTOR_LOW, DISTRACTOR_HIGH, (count, 2))
+    return np.column_stack([xy, np.zeros(count)])

@@ -6,6 +6,8 @@ own, created on first use, so envs that never record video never pay for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mujoco
 import numpy as np
 
@@ -21,7 +23,8 @@ class CameraRig:
     Observation keys: the first camera is the main ``"image"``, the others ``"<name>_image"``.
     """
 
-    def __init__(self, model: mujoco.MjModel, cameras: tuple[str, ...], image_size: int):
+    def __init__(self, model: mujoco.MjModel, cameras: tuple[str, ...], image_size: int,
+                 decorate: Callable[[mujoco.MjvScene], None] | None = None):
         if not cameras:
             raise ImitlabError("cameras must name at least one camera")
         known = [model.camera(i).name for i in range(model.ncam)]
@@ -35,11 +38,14 @@ class CameraRig:
         self.camera_ids = [model.camera(c).id for c in cameras]
         self.renderer = mujoco.Renderer(model, image_size, image_size)
         self._video: mujoco.Renderer | None = None
+        #: Adds extra visual geoms (perturbation distractors) to each scene before it is drawn.
+        self.decorate = decorate or (lambda scene: None)
 
     def observe(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         images = {}
         for key, cam in zip(self.keys, self.camera_ids):
             self.renderer.update_scene(data, camera=cam)
+            self.decorate(self.renderer.scene)
             images[key] = self.renderer.render()
         return images
 
@@ -47,6 +53,7 @@ class CameraRig:
         if self._video is None:
             self._video = mujoco.Renderer(self.model, *VIDEO_SIZE)
         self._video.update_scene(data, camera=VIDEO_CAMERA)
+        self.decorate(self._video.scene)
         return self._video.render()
 
     def close(self) -> None:
