@@ -82,7 +82,8 @@ def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode,
 
     env = make_env(dataset.env_id, render_mode="rgb_array", **dataset.env_kwargs)
     try:
-        obs, _ = env.reset(seed=int(episode.attrs["seed"]))
+        perturb = episode.attrs.get("perturb")  # domain randomisation at record time
+        obs, _ = env.reset(seed=int(episode.attrs["seed"]), options=None if perturb is None else {"perturb": perturb})
         keys = _image_keys(episode)
         frames, diverged = [], None
         for t in range(len(episode)):

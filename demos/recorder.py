@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from imitlab.demos.dataset import HEADER, DemoDataset, DemoWriter, Episode
 from imitlab.envs import make_env, make_expert
+from imitlab.envs.perturb import parse_names, random_severities
 from imitlab.errors import ImitlabError
 
 #: Maps an observation to an action (an expert's ``act``, a policy's ``predict``, a human's keys).
@@ -30,15 +31,16 @@ class RecordSummary:
 
 def collect_episode(env: gym.Env, act: ActionSource, seed: int, noise_std: float = 0.0,
                     on_reset: Callable[[], None] | None = None,
-                    executor: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] | None = None) -> Episode:
+                    executor: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
+                    options: dict[str, Any] | None = None) -> Episode:
     """Roll out one episode from ``seed``; ``act`` gives the label recorded at every step.
 
     DART (Laskey et al. 2017): the executed action is the label plus Gaussian noise, so the demos visit the
     states a slightly wrong policy would reach; the recorded label stays the clean action, which teaches the
     policy how to recover. ``executor(obs, label)``, when given, chooses the executed action instead of the
-    label (DAgger: the policy drives, the expert labels).
+    label (DAgger: the policy drives, the expert labels). ``options`` go to ``env.reset`` (e.g. a perturbation).
     """
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed, options=options)
     if on_reset is not None:
         on_reset()
     noise_rng = np.random.default_rng([seed, 0xDA27])
@@ -100,13 +102,17 @@ def first_seed(out: str | Path, episodes: int, seed_start: int | None) -> int:
 
 
 def record(env_id: str, out: str | Path, episodes: int, seed_start: int | None = None, noise_std: float = 0.0,
-           env_kwargs: dict[str, Any] | None = None, progress: bool = True) -> RecordSummary:
+           env_kwargs: dict[str, Any] | None = None, progress: bool = True,
+           randomize: Sequence[str] = ()) -> RecordSummary:
     """Record ``episodes`` expert episodes on seeds ``seed_start, seed_start+1, ...`` into ``out``
     (``seed_start`` as :func:`first_seed` chooses it).
 
     Each episode is on disk (atomically) before the next starts, so an interrupted run keeps what it finished.
+    ``randomize`` (perturbation names, see ``imitlab.envs.perturb``): domain randomisation, a severity 0-5 of each
+    drawn per episode from its seed and stored in the episode's ``perturb`` attribute, so it re-simulates.
     """
     env_kwargs = dict(env_kwargs or {})
+    randomize = parse_names(list(randomize)) if randomize else []
     seed_start = first_seed(out, episodes, seed_start)
     env = make_env(env_id, **env_kwargs)
     try:
@@ -116,8 +122,12 @@ def record(env_id: str, out: str | Path, episodes: int, seed_start: int | None =
         steps = successes = 0
         bar = tqdm(range(seed_start, seed_start + episodes), desc=f"record {env_id}", unit="ep", disable=not progress)
         for done, seed in enumerate(bar, start=1):
-            episode = collect_episode(env, expert.act, seed, noise_std, on_reset=expert.reset)
+            perturb = random_severities(randomize, seed) if randomize else None
+            episode = collect_episode(env, expert.act, seed, noise_std, on_reset=expert.reset,
+                                      options={"perturb": perturb} if randomize else None)
             episode.attrs.update(source=source, env_id=env_id, env_kwargs=env_kwargs)
+            if randomize:
+                episode.attrs["perturb"] = perturb
             writer.append(episode)
             steps += len(episode)
             successes += int(episode.attrs["success"])

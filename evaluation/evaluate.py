@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from imitlab.envs import action_labels, make_env
+from imitlab.envs.perturb import parse_perturb
 from imitlab.errors import ImitlabError
 from imitlab.evaluation.provenance import policy_provenance
 from imitlab.evaluation.rollout import Agent, EpisodeResult, ExpertAgent, PolicyAgent, run_lockstep
@@ -185,6 +186,7 @@ def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kw
     progress bars (default: ``agent``).
     """
     spec = resolve_agent(agent, env_id, env_kwargs)
+    parse_perturb(spec.env_kwargs.get("perturb"))  # a bad one fails here, in one line, not in every worker
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ImitlabError("evaluation needs at least one seed, and distinct seeds")

@@ -42,6 +42,8 @@ def record(
     image_size: Optional[int] = typer.Option(None, help="Camera image size (env default if omitted)."),
     env_arg: list[str] = typer.Option([], help="Extra env constructor argument key=value (repeatable)."),
     teleop: bool = typer.Option(False, help="Drive yourself with the keyboard in an OpenCV window (needs a display)."),
+    randomize: str = typer.Option("", help="Domain randomisation: perturbations (e.g. lighting,colours; `visual`, "
+                                  "`all`) at a severity 0-5 drawn per episode from its seed."),
 ) -> None:
     """Record expert (or, with --teleop, human) demonstrations into a dataset folder."""
     from imitlab.demos.recorder import record as run_record
@@ -51,7 +53,8 @@ def record(
     if teleop:
         summary = record_teleop(env, out, episodes, seed_start, env_kwargs)
     else:
-        summary = run_record(env, out, episodes, seed_start, noise, env_kwargs)
+        summary = run_record(env, out, episodes, seed_start, noise, env_kwargs,
+                             randomize=randomize.split(",") if randomize else ())
     typer.echo(f"wrote {summary.episodes} episodes ({summary.steps} steps, {summary.successes} successful) to {summary.path}")
 
 
@@ -123,13 +126,15 @@ def evaluate_cmd(
     videos: int = typer.Option(4, min=0, help="Write N mp4s: the best and worst episodes, alternately."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/eval or runs/eval-expert)."),
     image_size: Optional[int] = typer.Option(None, help="Override the camera size (expert only)."),
+    env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable), e.g. "
+                                      "'perturb={\"lighting\": 3}'; overrides the policy's."),
 ) -> None:
     """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos."""
     from imitlab.evaluation.evaluate import evaluate, write_report
 
     if out is None:
         out = Path(agent) / "eval" if agent != "expert" else Path("runs") / "eval-expert"
-    kwargs = _parse_env_kwargs([], image_size)
+    kwargs = _parse_env_kwargs(env_arg, image_size)
     seeds = list(range(seed_start, seed_start + episodes))
     summary = evaluate(agent, seeds, env_id=env, env_kwargs=kwargs, workers=workers or None,
                        video_dir=out / "videos", videos=videos)
