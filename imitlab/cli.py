@@ -168,6 +168,10 @@ from imitlab.studio.cli import register as register_studio  # noqa: E402
 
 register_studio(app)
 
+from imitlab.cli_analysis import register as register_analysis  # noqa: E402
+
+register_analysis(app)
+
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""

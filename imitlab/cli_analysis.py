@@ -1,0 +1,65 @@
+"""CLI commands that ask whether a policy earns its place: ``robustness`` (distribution shifts), ``explain``
+(saliency videos) and ``study`` (data efficiency sweeps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imitlab.errors import ImitlabError
+
+#: evaluation.evaluate.HELD_OUT_SEED_START, repeated so that `imitlab --help` imports no simulator code.
+HELD_OUT_SEED_START = 1_000_000
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to the main ``imitlab`` app."""
+    app.command("robustness")(robustness_cmd)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ImitlabError(f"{option} expects comma-separated integers, got {text!r}") from None
+
+
+def robustness_cmd(
+    run: str = typer.Argument(..., help="A policy or run folder, a bundle, or `expert`."),
+    perturbations: str = typer.Option("all", help="Comma-separated perturbations, or `all`, `visual`, `dynamics`."),
+    severities: str = typer.Option("1,3,5", help="Comma-separated severities (1-5)."),
+    episodes: int = typer.Option(20, min=1, help="Held-out seeds per cell."),
+    seed_start: int = typer.Option(HELD_OUT_SEED_START, help="First seed."),
+    compare: Optional[str] = typer.Option(None, help="A second policy, run on the same seeds (paired statistics)."),
+    env: Optional[str] = typer.Option(None, help="Task id (needed only for `expert`)."),
+    env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable), e.g. "
+                                      "time_limit_s=20; overrides the policy's."),
+    workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores). Results do not depend on it."),
+    videos: int = typer.Option(3, min=0, help="Film a failing episode of each of the N worst cells."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/robustness)."),
+) -> None:
+    """Success under each perturbation and severity on held-out seeds: degradation curves, JSON + HTML report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from imitlab.cli import _parse_env_kwargs
+    from imitlab.evaluation.robustness import run_suite, summary_rows, write_suite_report
+
+    agents = {run: run} if compare is None else {run: run, compare: compare}
+    if len(agents) == 1 and compare is not None:
+        raise ImitlabError("--compare needs a different policy than RUN")
+    out = out or (Path(run) / "robustness" if run != "expert" else Path("runs") / "robustness-expert")
+    report = run_suite(agents, perturbations.split(","), _int_list(severities, "--severities"),
+                       list(range(seed_start, seed_start + episodes)), workers=workers or None,
+                       video_dir=out / "videos", worst_videos=videos, env_id=env,
+                       env_kwargs=_parse_env_kwargs(env_arg, None))
+    paths = write_suite_report(report, out)
+    table = Table(title=f"success on {episodes} held-out seeds per cell (95 % Wilson interval)")
+    for head in ["agent", "perturbation", "clean", *(f"severity {s}" for s in report["severities"])]:
+        table.add_column(head)
+    for row in summary_rows(report):
+        table.add_row(*row)
+    Console(highlight=False, soft_wrap=True).print(table)
+    typer.echo(f"report: {paths['html']} (plot {paths['plot']}, data {paths['json']})")

@@ -1,0 +1,54 @@
+"""The robustness suite: same per-episode results for any worker count, paired cells, reports, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from imitlab.cli import app
+from imitlab.errors import ImitlabError
+from imitlab.evaluation.robustness import CLEAN, run_suite, suite_cells, write_suite_report
+
+
+def _episodes(report):
+    return {(c["agent"], c["perturbation"], c["severity"]): c["per_episode"] for c in report["cells"]}
+
+
+def test_suite_is_identical_for_any_worker_count_and_pairs_the_seeds(tiny_run, tmp_path):
+    agents = {"a": str(tiny_run), "b": str(tiny_run)}
+    short = {"time_limit_s": 3.0}  # 30 steps: a tiny policy rarely leaves the road sooner
+    one = run_suite(agents, ["noise", "camera_pose"], [5], [1_000_000, 1_000_001], workers=1,
+                    video_dir=tmp_path / "videos", worst_videos=1, progress=False, env_kwargs=short)
+    two = run_suite(agents, ["noise", "camera_pose"], [5], [1_000_000, 1_000_001], workers=2, progress=False,
+                    env_kwargs=short)
+    assert _episodes(one) == _episodes(two)
+    cells = _episodes(one)
+    assert set(cells) == {(a, p, s) for a in "ab" for p, s in ((CLEAN, 0), ("noise", 5), ("camera_pose", 5))}
+    clean, noisy = cells[("a", CLEAN, 0)], cells[("a", "noise", 5)]
+    assert [e["seed"] for e in clean] == [e["seed"] for e in noisy] == [1_000_000, 1_000_001]
+    assert [e["return"] for e in clean] != [e["return"] for e in noisy]  # the workers really perturbed the env
+    for paired in one["paired"]:  # the same policy on the same seeds: never discordant
+        assert paired["only_a"] == paired["only_b"] == 0 and paired["mcnemar_p"] == 1.0
+    paths = write_suite_report(one, tmp_path / "report")
+    assert cv2.imread(str(paths["plot"])) is not None
+    saved = json.loads(paths["json"].read_text())
+    assert saved["format"] == "imitlab-robustness" and len(saved["videos"]) == 1
+    assert (paths["json"].parent / saved["videos"][0]["video"]).is_file()
+    assert "data:video/mp4;base64," in paths["html"].read_text()
+
+
+@pytest.mark.parametrize("names, severities, message", [
+    (["fog"], [1], "unknown perturbation 'fog'"),
+    (["noise"], [0], "severity must be an integer from 1 to 5, got 0"),
+    (["noise"], [6], "got 6"),
+])
+def test_bad_suite_input_is_one_clear_error(names, severities, message):
+    with pytest.raises(ImitlabError, match=message):
+        suite_cells(names, severities)
+    result = CliRunner().invoke(app, ["robustness", "expert", "--env", "imitlab/Reach-v0", "--perturbations",
+                                      ",".join(names), "--severities", ",".join(map(str, severities))])
+    assert result.exit_code != 0 and isinstance(result.exception, ImitlabError)
+    assert message in str(result.exception)
