@@ -64,6 +64,10 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
     METRICS = {"route_completion": "last", "lateral_offset": "mean_abs"}
     ACTION_LABELS = ("steer", "throttle")
+    #: Discrete decisions inside the continuous action, for offline accuracy/recall/F1: name -> (action index,
+    #: thresholds, classes); class i holds values in (thresholds[i-1], thresholds[i]].
+    DECISIONS = {"steer": (0, (-0.1, 0.1), ("right", "straight", "left")),
+                 "brake": (1, (-0.05,), ("brake", "no brake"))}
 
     def __init__(
         self,

@@ -143,6 +143,8 @@ class EvalSummary:
     policy: dict[str, Any] = field(default_factory=dict)
     """Provenance: kind, path, training config and dataset summary (see ``evaluation/provenance.py``)."""
     action_labels: list[str] = field(default_factory=list)
+    offline: dict[str, Any] | None = None
+    """Offline decision metrics on held-out frames (see ``evaluation/offline.py``), when computed."""
 
     @property
     def successes(self) -> int:
@@ -171,6 +173,7 @@ class EvalSummary:
             "inference_ms_per_step": float(np.mean([e.inference_ms for e in self.episodes])),
             "action_labels": self.action_labels,
             "policy": self.policy,
+            "offline": self.offline,
             "per_episode": [e.to_json() for e in self.episodes],
         }
 
@@ -279,6 +282,10 @@ def markdown_report(reports: list[dict[str, Any]], base: Path, title: str = "Clo
     ] + [(m, lambda r, m=m: f"{r['metrics'].get(m, float('nan')):.3f}") for m in metric_names]
     for name, fmt in rows:
         lines.append(f"| {name} | " + " | ".join(fmt(r) for r in reports) + " |")
+    from imitlab.evaluation.offline import offline_rows  # it imports this module
+
+    for name, cells in offline_rows(reports).items():
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for r in reports:
         lines += ["", f"## `{r['agent']}` per episode", "", "| seed | success | return | length | "
                   + " | ".join(metric_names) + " | video |", "|---" * (5 + len(metric_names)) + "|"]

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from imitlab.evaluation.offline import offline_rows
+
 _SUCCESS = "#2e9d46"
 _FAILURE = "#d0473a"
 _STYLE = """
@@ -81,6 +83,7 @@ def _summary_table(data: dict[str, Any]) -> str:
         ("ended early without success (driving: off-road)", data["terminated_episodes"]),
         ("policy inference per step", f"{data['inference_ms_per_step']:.3f} ms"),
     ] + [(name, f"{value:.4f}") for name, value in data["metrics"].items()]
+    rows += [(name, cells[0]) for name, cells in offline_rows([data]).items()]
     return _table(rows)
 
 

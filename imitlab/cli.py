@@ -128,6 +128,9 @@ def evaluate_cmd(
     image_size: Optional[int] = typer.Option(None, help="Override the camera size (expert only)."),
     env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable), e.g. "
                                       "'perturb={\"lighting\": 3}'; overrides the policy's."),
+    offline_episodes: int = typer.Option(5, min=0, help="Offline decision metrics (accuracy, recall, F1) on the "
+                                         "expert's rollouts of the first N evaluation seeds (0: off)."),
+    offline_demos: Optional[Path] = typer.Option(None, help="A held-out dataset for the offline metrics instead."),
 ) -> None:
     """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos."""
     from imitlab.evaluation.evaluate import evaluate, write_report
@@ -138,6 +141,11 @@ def evaluate_cmd(
     seeds = list(range(seed_start, seed_start + episodes))
     summary = evaluate(agent, seeds, env_id=env, env_kwargs=kwargs, workers=workers or None,
                        video_dir=out / "videos", videos=videos)
+    if offline_episodes or offline_demos:
+        from imitlab.evaluation.evaluate import resolve_agent
+        from imitlab.evaluation.offline import offline_metrics
+
+        summary.offline = offline_metrics(resolve_agent(agent, env, kwargs), seeds[:offline_episodes], offline_demos)
     paths = write_report(summary, out)
     data = summary.to_json()
     low, high = data["success_ci95"]

@@ -66,6 +66,14 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     METRICS: ClassVar[dict[str, str]] = {"goal_distance": "last"}
     #: Names of the action dimensions (the evaluator labels its action bars with them).
     ACTION_LABELS: ClassVar[tuple[str, ...]] = ("dx", "dy", "dz", "gripper")
+    #: Discrete decisions inside the action, for offline accuracy/recall/F1: name -> (action index, thresholds,
+    #: classes); class i holds values in (thresholds[i-1], thresholds[i]]. Gripper: > 0 closes (see ``step``).
+    DECISIONS: ClassVar[dict[str, tuple[int, tuple[float, ...], tuple[str, ...]]]] = {
+        "move_x": (0, (-0.25, 0.25), ("x-", "hold", "x+")),
+        "move_y": (1, (-0.25, 0.25), ("y-", "hold", "y+")),
+        "move_z": (2, (-0.25, 0.25), ("down", "hold", "up")),
+        "gripper": (3, (0.0,), ("open", "close")),
+    }
     SCENE: ClassVar[str]
     MAX_STEPS: ClassVar[int]
     #: Jaw state at the start of an episode.

@@ -77,6 +77,7 @@ class PushEnv(_BlockTask):
     """Push the block (gripper held closed; ``action[3]`` is ignored) until its centre is within 3.5 cm of the disc."""
 
     SCENE = "push.xml"
+    DECISIONS = {name: rule for name, rule in ArmEnv.DECISIONS.items() if name != "gripper"}  # held closed
     MAX_STEPS = 120
     START_FINGERS = FINGER_CLOSED
     SUCCESS_RADIUS = 0.035
