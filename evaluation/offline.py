@@ -88,9 +88,11 @@ def dataset_frames(path: Path, exclude_seeds: Sequence[int]) -> tuple[dict[str, 
     return obs, np.concatenate([e.actions for e in episodes]), seeds
 
 
-def offline_metrics(spec: AgentSpec, seeds: Sequence[int] = (), dataset: Path | None = None) -> dict[str, Any] | None:
+def offline_metrics(spec: AgentSpec, seeds: Sequence[int] = (), dataset: Path | None = None,
+                    frames: tuple[dict[str, np.ndarray], np.ndarray] | None = None) -> dict[str, Any] | None:
     """Decision metrics and action MSE of a policy or bundle on held-out frames: the expert's rollouts on
-    ``seeds``, or ``dataset``. None for the expert itself (it would be scored against itself)."""
+    ``seeds`` (``frames``: those rollouts' ``expert_frames``, when already computed), or ``dataset``. None for the
+    expert itself (it would be scored against itself)."""
     if spec.kind == EXPERT:
         return None
     if dataset is not None:
@@ -101,7 +103,7 @@ def offline_metrics(spec: AgentSpec, seeds: Sequence[int] = (), dataset: Path | 
         if not seeds or overlap:
             raise ImitlabError("offline metrics need held-out seeds" + (f" (these overlap the demonstrations: "
                                                                        f"{overlap[:5]})" if overlap else ""))
-        obs, labels = expert_frames(spec.env_id, spec.env_kwargs, seeds)
+        obs, labels = frames if frames is not None else expert_frames(spec.env_id, spec.env_kwargs, seeds)
         used_seeds, source = [int(s) for s in seeds], "expert rollouts on held-out seeds"
     agent = build_agent(spec)
     assert isinstance(agent, PolicyAgent)

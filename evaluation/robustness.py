@@ -54,10 +54,11 @@ class Cell:
 
 
 def suite_cells(perturbations: Sequence[str], severities: Sequence[int]) -> list[Cell]:
-    """The clean cell, then every perturbation at every severity (validated: one clear error for a bad one)."""
-    names = parse_names(list(perturbations))
+    """The clean cell, then every perturbation at every severity (validated: one clear error for a bad one);
+    no perturbations: the clean cell alone."""
+    names = parse_names(list(perturbations)) if perturbations else []
     for severity in severities:
-        parse_perturb({names[0]: severity})
+        parse_perturb({"noise": severity})
     return [Cell(CLEAN, 0)] + [Cell(name, int(s)) for name in names for s in severities]
 
 
