@@ -56,6 +56,9 @@ class ControlScheme:
     def reset(self) -> None:
         """Forget per-episode state (call on every env reset)."""
 
+    def continue_from(self, action: np.ndarray) -> None:
+        """Carry on from ``action`` (assist mode: what the expert last did), so taking over causes no jump."""
+
     def step(self, held: set[str], axes: Mapping[str, float] | None = None) -> np.ndarray:
         raise NotImplementedError
 
@@ -76,6 +79,9 @@ class DrivingControls(ControlScheme):
 
     def reset(self) -> None:
         self._action = np.zeros(2, np.float32)
+
+    def continue_from(self, action: np.ndarray) -> None:
+        self._action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
 
     @staticmethod
     def target(held: set[str], axes: Mapping[str, float] | None = None) -> np.ndarray:
@@ -125,6 +131,9 @@ class ArmControls(ControlScheme):
     def reset(self) -> None:
         self._closed = self.start_closed
         self._was_held = False
+
+    def continue_from(self, action: np.ndarray) -> None:
+        self._closed = bool(action[3] > 0)  # the jaw stays as the expert left it
 
     @property
     def gripper_closed(self) -> bool:

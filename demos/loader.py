@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
+from imitlab.demos.edit import VALID_MASK
 from imitlab.demos.exclusions import read_exclusions
 from imitlab.errors import ImitlabError
 from imitlab.policies.policy import state_statistics
@@ -179,6 +180,19 @@ class DemoLoader:
                      f"{self.decoded_bytes / 2**20:.0f} MiB decoded; {how} "
                      f"(budget {self.budget_bytes / 2**20:.0f} MiB)")
         log.info(self.plan)
+
+    def mask_split(self) -> tuple[list[int], list[int]] | None:
+        """The served episodes (indices into :attr:`paths`) in the datasets' ``train`` and ``valid`` masks, when the
+        first dataset has them (``imitlab demos split``, or the studio's review page); None otherwise. Episodes of
+        a dataset without those masks (e.g. DAgger's rounds) train."""
+        if VALID_MASK not in self.datasets[0].masks():
+            return None
+        valid: set[Path] = set()
+        for dataset in self.datasets:
+            if VALID_MASK in dataset.masks():
+                valid.update(dataset.episode_paths(VALID_MASK))
+        return ([i for i, path in enumerate(self.paths) if path not in valid],
+                [i for i, path in enumerate(self.paths) if path in valid])
 
     def subset(self, episodes: Sequence[int], shuffle: bool | None = None, batch_size: int | None = None,
                seed: int | np.random.Generator | None = None) -> DemoLoader:

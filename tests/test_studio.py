@@ -44,6 +44,8 @@ def test_driving_controls_slew_towards_keys_and_gamepad_overrides():
     assert controls.step(set(), {"steer": 1.0})[0] == pytest.approx(-0.25)
     controls.reset()
     assert controls.step({"left"}, {"steer": 0.05})[0] == pytest.approx(0.25)
+    controls.continue_from(np.array([-0.9, 0.6]))  # assist: the human takes over where the expert was
+    np.testing.assert_allclose(controls.step({"up"}), [-0.65, 0.75], rtol=1e-6)
 
 
 def test_arm_controls_toggle_the_gripper_once_per_press_and_drive_yaw_when_present():
@@ -54,6 +56,8 @@ def test_arm_controls_toggle_the_gripper_once_per_press_and_drive_yaw_when_prese
     np.testing.assert_array_equal(controls.step({"gripper"}), [0, 0, 0, 1])  # held, not pressed again
     np.testing.assert_array_equal(controls.step(set()), [0, 0, 0, 1])
     np.testing.assert_array_equal(controls.step({"gripper", "y-"}), [0, -1, 0, -1])
+    controls.continue_from(np.array([0.3, 0, 0, 0.8]))  # assist: the expert had closed the jaw
+    np.testing.assert_array_equal(controls.step(set()), [0, 0, 0, 1])
     five = ArmControls(action_dim=5)
     np.testing.assert_allclose(five.step({"yaw+"}, {"x": 0.5}), [dead_zone(0.5), 0, 0, -1, 1], rtol=1e-6)
     assert isinstance(controls_for(["steer", "throttle"]), DrivingControls)
@@ -155,6 +159,9 @@ def test_review_api_lists_excludes_splits_and_serves_frames(demos_copy: Path):
     assert client.post("/api/split", json={"path": "demos", "name": "demo_000003", "split": "valid"}).json() == {
         "train": ["demo_000000", "demo_000001", "demo_000002"], "valid": ["demo_000003"]}
     assert DemoDataset(demos_copy).masks()["valid"] == ["demo_000003"]
+    loader = DemoLoader(DemoDataset(demos_copy), successful_only=False)  # demo_000002 is excluded
+    assert [[loader.paths[i].stem for i in part] for part in loader.mask_split()] == [
+        ["demo_000000", "demo_000001"], ["demo_000003"]]
     auto = client.post("/api/split/auto", json={"path": "demos", "valid_fraction": 0.5}).json()
     assert len(auto["valid"]) == 2
     for params, expected in [({"path": "missing"}, "dataset not found"), ({"path": "/etc"}, "outside")]:

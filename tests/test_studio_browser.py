@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,84 +23,77 @@ from imitlab.cli import app as cli_app
 from imitlab.demos.controls import ARM_KEYS, DRIVING_KEYS, controls_for
 from imitlab.demos.dataset import DemoDataset, read_episode_file
 from imitlab.envs import action_labels, make_env, make_expert
+from imitlab.studio.browser import chromium_paths, headless_chromium, studio_process
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium (pip install -e '.[test]')")
+pytest.importorskip("selenium", reason="browser tests need selenium (pip install -e '.[test]')")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+pytestmark = pytest.mark.skipif(chromium_paths() is None,
                                 reason="no headless browser: install Debian's chromium and chromium-driver "
                                        "(apt-get install -y chromium chromium-driver) to run the studio's browser tests")
 
 REACH = ("imitlab/Reach-v0", {"image_size": 48, "cameras": ["agentview", "wrist"]})
-LANE = ("imitlab/LaneFollow-v0", {"image_size": 48, "route_length": 20.0})
+LANE = ("imitlab/LaneFollow-v0", {"image_size": 48, "route_length": 20.0, "time_limit_s": 8.0})
 #: Control name -> the key the test presses for it (the first browser key code of that control).
 _KEY_FOR: dict[str, str] = {}
 for _code, _control in (*DRIVING_KEYS.items(), *ARM_KEYS.items()):
     _KEY_FOR.setdefault(_control, _code)
-_WEBDRIVER_KEYS = {"ArrowLeft": "\ue012", "ArrowUp": "\ue013", "ArrowRight": "\ue014", "ArrowDown": "\ue015",
-                   "Space": " "}
+_WEBDRIVER_KEYS = {"ArrowLeft": Keys.ARROW_LEFT, "ArrowUp": Keys.ARROW_UP, "ArrowRight": Keys.ARROW_RIGHT,
+                   "ArrowDown": Keys.ARROW_DOWN, "Space": Keys.SPACE}
 
 
 def _webdriver_key(code: str) -> str:
     return _WEBDRIVER_KEYS.get(code) or code.removeprefix("Key").lower()
 
 
-def key_plan(env_id: str, kwargs: dict, seed: int) -> list[set[str]]:
-    """Held controls per step that solve ``seed``: the expert's action turned into keys, simulated here with the
-    same control scheme the studio uses (the env is deterministic per seed, so the studio replays it exactly)."""
-    env = make_env(env_id, **kwargs)
-    expert, plan = make_expert(env), []
+def key_plans(env_id: str, kwargs: dict, seeds: range) -> list[list[set[str]]]:
+    """Held controls per step that solve each seed: the expert's action turned into keys, simulated here with the
+    same control scheme the studio uses (the env is deterministic per seed, so the studio replays it exactly).
+    Cameras do not change the dynamics, so the simulation renders tiny ones."""
+    env = make_env(env_id, **{**kwargs, "image_size": 16})
+    expert, plans = make_expert(env), []
     controls = controls_for(action_labels(env_id, env.action_space.shape[0]))
-    obs, _ = env.reset(seed=seed)
-    done, info, action = False, {}, np.zeros(env.action_space.shape, np.float32)
-    while not done:
-        target, held = expert.act(obs), set()
-        names = (("left", "right"), ("up", "down")) if len(target) == 2 else (("x+", "x-"), ("y+", "y-"), ("z+", "z-"))
-        for dim, (plus, minus) in enumerate(names):
-            # driving: keys move the slew-limited action towards the expert's; arm: a key is a full step
-            reference, margin = (action[dim], 0.05) if len(target) == 2 else (0.0, 0.3)
-            if target[dim] > reference + margin:
-                held.add(plus)
-            elif target[dim] < reference - margin:
-                held.add(minus)
-        plan.append(held)
-        action = controls.step(held)
-        obs, _, terminated, truncated, info = env.step(action)
-        done = terminated or truncated
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        controls.reset()
+        plan: list[set[str]] = []
+        done, info, action = False, {}, np.zeros(env.action_space.shape, np.float32)
+        while not done:
+            target, held = expert.act(obs), set()
+            names = (("left", "right"), ("up", "down")) if len(target) == 2 else (("x+", "x-"), ("y+", "y-"), ("z+", "z-"))
+            for dim, (plus, minus) in enumerate(names):
+                # driving: keys move the slew-limited action towards the expert's; arm: a key is a full step
+                reference, margin = (action[dim], 0.05) if len(target) == 2 else (0.0, 0.3)
+                if target[dim] > reference + margin:
+                    held.add(plus)
+                elif target[dim] < reference - margin:
+                    held.add(minus)
+            plan.append(held)
+            action = controls.step(held)
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        assert info["is_success"], f"the key plan for {env_id} seed {seed} does not solve it"
+        plans.append(plan)
     env.close()
-    assert info["is_success"], f"the key plan for {env_id} seed {seed} does not solve it"
-    return plan
+    return plans
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory) -> tuple[str, Path]:
-    """``imitlab studio`` on a free port, serving a fresh folder; its printed URL."""
+    """``imitlab studio`` on a free port, serving a fresh folder: its printed URL and the folder."""
     root = tmp_path_factory.mktemp("studio")
-    process = subprocess.Popen([sys.executable, "-c", "from imitlab.cli import main; main()", "studio", "--root",
-                                str(root), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()
-    if "http://127.0.0.1:" not in line:
-        process.kill()
-        pytest.fail(f"imitlab studio did not print its URL: {line}{process.stdout.read()}")
-    url = line.split()[2].rstrip("/")
-    yield url, root
-    process.terminate()
-    process.wait(timeout=10)
+    with studio_process(root) as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--hide-scrollbars"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    with headless_chromium() as driver:
+        yield driver
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = 20.0):
@@ -203,12 +193,12 @@ def test_bad_env_id_kwargs_and_dataset_path_show_one_line_and_the_server_stays_u
     start_task(browser, url, "imitlab/Reach-v0", {"image_size": 48}, 0, "unused")  # still serving
 
 
-def test_record_reach_and_lanefollow_by_keys_exclude_one_on_the_review_page_and_train(studio, browser, tmp_path):
+def test_record_reach_and_lanefollow_by_keys_curate_on_the_review_page_and_train(studio, browser, tmp_path):
     url, root = studio
     for (env_id, kwargs), dataset, seeds in ((REACH, "reach", range(5)), (LANE, "lane", range(2))):
         start_task(browser, url, env_id, kwargs, seeds[0], dataset)
-        for seed in seeds:
-            drive(browser, key_plan(env_id, kwargs, seed))
+        for seed, plan in zip(seeds, key_plans(env_id, kwargs, seeds)):
+            drive(browser, plan)
             if seed == 1 and env_id == REACH[0]:
                 screenshot(browser, "studio-teleop.png")
             assert save(browser)["success"], f"{env_id} seed {seed} was not solved"
@@ -220,6 +210,9 @@ def test_record_reach_and_lanefollow_by_keys_exclude_one_on_the_review_page_and_
     row.find_element(By.CSS_SELECTOR, "input.reason").send_keys("overshot the ball")
     row.find_element(By.CSS_SELECTOR, "button.exclude").click()
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "tr.excluded[data-episode=demo_000002]"), "the exclusion")
+    Select(browser.find_element(By.CSS_SELECTOR, "tr[data-episode=demo_000004] select.split")).select_by_value("valid")
+    wait_for(lambda: browser.execute_script(  # the table is rebuilt after each change: read it by script
+        "return document.querySelector('tr[data-episode=demo_000000] select.split').value") == "train", "the new split")
     browser.find_element(By.CSS_SELECTOR, "tr[data-episode=demo_000001] td.name a").click()
     wait_for(lambda: browser.execute_script("return window.review.episode && window.review.episode.name") == "demo_000001",
              "the player")
@@ -228,6 +221,7 @@ def test_record_reach_and_lanefollow_by_keys_exclude_one_on_the_review_page_and_
     screenshot(browser, "studio-review.png")
     assert (root / "reach" / "episodes" / "demo_000002.hdf5").is_file()
 
+    lengths = {a["seed"]: a["length"] for a in reach.episode_attrs()}
     runner = CliRunner()
     for dataset, seeds in (("reach", [0, 1, 3, 4]), ("lane", [0, 1])):
         out = tmp_path / dataset
@@ -236,5 +230,7 @@ def test_record_reach_and_lanefollow_by_keys_exclude_one_on_the_review_page_and_
                                          "--val-fraction", "0", "--threads", "1"])
         assert result.exit_code == 0, result.output
         policy = json.loads((out / "best" / "policy.json").read_text())
-        assert sorted(policy["metadata"]["train_seeds"]) == seeds  # demo_000002 (seed 2) was skipped
+        assert sorted(policy["metadata"]["train_seeds"]) == seeds  # reach: demo_000002 (seed 2) was skipped
+    log = json.loads((tmp_path / "reach" / "train_log.json").read_text())  # the page's split: seed 4 validates
+    assert (log["train_samples"], log["val_samples"]) == (lengths[0] + lengths[1] + lengths[3], lengths[4])
     assert (root / "reach" / "episodes" / "demo_000002.hdf5").is_file()

@@ -88,7 +88,8 @@ class TrainConfig:
     augment_shift: int = 4
     """Random-shift augmentation (DrQ): pad by this many pixels and crop back; 0 turns it off."""
     val_fraction: float = 0.1
-    """Fraction of episodes held out to report validation loss."""
+    """Fraction of episodes held out to report validation loss (the dataset's train/valid masks, when it has them,
+    decide instead)."""
     eval_every: int = 1
     """Closed-loop validation every this many epochs (and after the last)."""
     eval_episodes: int = 8
@@ -172,10 +173,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     tqdm.write(demos.plan)
 
     # The splits keep file order and the split's rng goes on to shuffle the minibatches: one seed, one run.
-    train_eps, val_eps = (np.sort(eps) for eps in _split(len(demos.paths), config.val_fraction, rng))
-    if config.val_fraction > 0 and not len(val_eps):
-        tqdm.write(f"val_fraction {config.val_fraction} of {len(demos.paths)} episodes rounds to no validation "
-                   "episode: no validation loss (rollouts still choose the checkpoint)")
+    split = demos.mask_split()  # the dataset's own train/valid masks win over val_fraction
+    if split is not None:
+        tqdm.write(f"split from {dataset.path / 'masks.json'}: {len(split[0])} train, {len(split[1])} valid episodes")
+        train_eps, val_eps = (np.asarray(eps, int) for eps in split)
+    else:
+        train_eps, val_eps = (np.sort(eps) for eps in _split(len(demos.paths), config.val_fraction, rng))
+        if config.val_fraction > 0 and not len(val_eps):
+            tqdm.write(f"val_fraction {config.val_fraction} of {len(demos.paths)} episodes rounds to no validation "
+                       "episode: no validation loss (rollouts still choose the checkpoint)")
     train_data = demos.subset(train_eps, shuffle=True, batch_size=config.batch_size, seed=rng)
     val_data = demos.subset(val_eps) if len(val_eps) else None
     state_mean, state_std = train_data.state_mean_std()

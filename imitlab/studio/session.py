@@ -96,7 +96,9 @@ class TeleopSession:
         return bool(self.info.get("is_success", False))
 
     def take_over(self) -> None:
-        """The human takes control (assist mode: on their first control input)."""
+        """The human takes control (assist mode: on their first control input), from the expert's last action."""
+        if not self.human_in_control and self._actions:
+            self.controls.continue_from(self._actions[-1])
         self.human_in_control = True
 
     def hand_back(self) -> None:

@@ -29,9 +29,9 @@ async function openDataset(path) {
 function renderTable() {
   const body = $("episodes").querySelector("tbody");
   body.replaceChildren(...review.episodes.map(ep => {
-    const reason = el("input", {type: "text", class: "inline reason", placeholder: "reason", style: "width:120px"});
+    const reason = el("input", {type: "text", class: "inline reason", placeholder: "why exclude?"});
     const action = ep.excluded
-      ? el("span", {}, el("span", {class: "badge warn", title: ep.excluded}, "excluded: " + ep.excluded), " ",
+      ? el("span", {}, el("span", {class: "badge warn", title: ep.excluded}, "excluded: " + (ep.excluded.length > 22 ? ep.excluded.slice(0, 21) + "…" : ep.excluded)), " ",
            el("button", {class: "include", onclick: () => setExcluded(ep.name, null)}, "Include"))
       : el("span", {}, reason, " ", el("button", {class: "danger exclude", onclick: () => setExcluded(ep.name, reason.value)}, "Exclude"));
     const split = el("select", {class: "split", onchange: e => setSplit(ep.name, e.target.value)},
@@ -41,10 +41,10 @@ function renderTable() {
       el("td", {}, ep.seed ?? "–"),
       el("td", {}, el("span", {class: "badge " + (ep.success ? "ok" : "bad")}, ep.success ? "yes" : "no")),
       el("td", {}, ep.length ?? "–"),
-      el("td", {}, ep.source + (ep.operator ? ` (${ep.operator})` : "")),
+      el("td", {class: "nowrap"}, ep.source + (ep.operator ? " · " + ep.operator : "")),
       el("td", {}, ...ep.flags.map(f => el("span", {class: "chip", title: f.reason}, f.check))),
       el("td", {}, split),
-      el("td", {}, action));
+      el("td", {class: "training"}, action));
     return row;
   }));
 }
