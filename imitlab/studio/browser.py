@@ -24,7 +24,7 @@ def chromium_paths() -> tuple[str, str] | None:
 
 
 @contextmanager
-def headless_chromium(width: int = 1280, height: int = 1000) -> Iterator[Any]:
+def headless_chromium(width: int = 1440, height: int = 1000) -> Iterator[Any]:
     """A Selenium WebDriver on headless Chromium, quit on exit."""
     from selenium import webdriver
 

@@ -31,7 +31,7 @@ function renderTable() {
   body.replaceChildren(...review.episodes.map(ep => {
     const reason = el("input", {type: "text", class: "inline reason", placeholder: "why exclude?"});
     const action = ep.excluded
-      ? el("span", {}, el("span", {class: "badge warn", title: ep.excluded}, "excluded: " + (ep.excluded.length > 22 ? ep.excluded.slice(0, 21) + "…" : ep.excluded)), " ",
+      ? el("span", {}, el("span", {class: "badge warn", title: ep.excluded}, "excluded: " + ep.excluded), " ",
            el("button", {class: "include", onclick: () => setExcluded(ep.name, null)}, "Include"))
       : el("span", {}, reason, " ", el("button", {class: "danger exclude", onclick: () => setExcluded(ep.name, reason.value)}, "Exclude"));
     const split = el("select", {class: "split", onchange: e => setSplit(ep.name, e.target.value)},
