@@ -7,7 +7,6 @@ can stop the car but never reverse it). Physics runs at 200 Hz, control at 10 Hz
 
 from __future__ import annotations
 
-from importlib import resources
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,36 +14,19 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
-from OpenGL import GL  # after mujoco, which points PyOpenGL at the MUJOCO_GL platform
-
+from imitlab.envs.car import CONTROL_HZ, STATE_HIGH, STATE_LOW, Car, car_xml
 from imitlab.envs.perturb import Perturber, SceneParts
+from imitlab.envs.rendering import sharpen_texture
 from imitlab.envs.road import LANE_OFFSET, LEAD_IN, ROAD_WIDTH, TAIL, Road, RoadColours, paint_texture
 
 if TYPE_CHECKING:
     from imitlab.envs.driving_expert import LaneFollowExpert
 
-#: Control frequency (Hz); each control step runs ``1 / (CONTROL_HZ * timestep)`` physics steps.
-CONTROL_HZ = 10
-#: Car geometry the expert needs: front-to-rear axle distance (m), steering limit (rad), rear axle offset (m).
-WHEELBASE = 2.6
-MAX_STEER = 0.5
-REAR_AXLE_X = -1.3
-#: Wheel-joint damping (N m s / rad) added at full brake; damping only resists spin, so it never reverses.
-BRAKE_DAMPING = 25.0
 #: Reward: per metre of route progress, and once when the car leaves the road.
 PROGRESS_REWARD = 0.1
 OFFROAD_PENALTY = 10.0
 
-#: Bounds of ``state`` = [forward speed, yaw rate, steering angle, previous throttle]; readings are clipped to them.
-STATE_LOW = np.array([-50.0, -20.0, -1.0, -1.0], np.float32)
-STATE_HIGH = -STATE_LOW
-
-#: Mipmap level-of-detail bias for the road texture. Isotropic mipmapping blurs a ground plane seen at a grazing
-#: angle, so beyond ~15 m the road would fade into the grass; anisotropic filtering fixes that but costs ~30 ms
-#: a frame on llvmpipe, whereas sampling two mip levels sharper costs nothing and keeps curves visible ahead.
-_TEXTURE_LOD_BIAS = -2.0
 _CHASE_SIZE = (240, 320)  # (height, width) of the video view
-_WHEEL_DOFS = ("spin_fl", "spin_fr", "spin_rl", "spin_rr")
 
 
 class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -84,17 +66,13 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.route_length = route_length
         self.max_steps = int(round(time_limit_s * CONTROL_HZ))
 
-        xml = resources.files("imitlab.assets").joinpath("driving", "car.xml").read_text()
-        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.model = mujoco.MjModel.from_xml_string(car_xml())
         self.data = mujoco.MjData(self.model)
-        self._substeps = int(round(1.0 / (CONTROL_HZ * self.model.opt.timestep)))
+        self.car = Car(self.model, self.data)
         self._car_body = self.model.body("car").id
         self._road_geom = self.model.geom("road").id
         self._road_tex = self.model.texture("road").id
         self._grass_material = self.model.material("grass").id
-        self._steer_qpos = [self.model.joint(n).qposadr[0] for n in ("steer_fl", "steer_fr")]
-        self._wheel_dofs = np.array([self.model.joint(n).dofadr[0] for n in _WHEEL_DOFS])
-        self._wheel_damping = self.model.dof_damping[self._wheel_dofs].copy()
         # The road's bounding square (see Road.generate) plus a margin of grass: the painted ground plane.
         self._plane_extent = LEAD_IN + route_length + TAIL + 2.0 * ROAD_WIDTH
         self.model.geom_size[self._road_geom][:2] = self._plane_extent / 2
@@ -118,26 +96,8 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.road: Road | None = None
         self._s = 0.0
         self._steps = 0
-        self._throttle = 0.0
 
     # -- privileged state (the expert reads these) ------------------------------------------------------------
-
-    @property
-    def car_xy(self) -> np.ndarray:
-        """Car body origin (centre, axle height) in world x, y."""
-        return self.data.xpos[self._car_body][:2].copy()
-
-    @property
-    def car_yaw(self) -> float:
-        """Car heading in the world frame (rad)."""
-        rot = self.data.xmat[self._car_body]
-        return float(np.arctan2(rot[3], rot[0]))
-
-    @property
-    def forward_speed(self) -> float:
-        """Velocity along the car's forward axis (m/s)."""
-        rot = self.data.xmat[self._car_body].reshape(3, 3)
-        return float(rot[:, 0] @ self.data.qvel[:3])
 
     def make_expert(self) -> LaneFollowExpert:
         """The privileged pure-pursuit expert bound to this env (imported here: it imports this module)."""
@@ -156,32 +116,21 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.perturber.begin_episode(seed, options)
         self._paint_road(rng)
 
-        mujoco.mj_resetData(self.model, self.data)
-        self.model.dof_damping[self._wheel_dofs] = self._wheel_damping
         offset = LANE_OFFSET + float(rng.uniform(-0.3, 0.3))
         xy, heading = self.road.pose(0.0, offset)
-        heading += float(rng.uniform(-0.05, 0.05))
-        self.data.qpos[:3] = (xy[0], xy[1], self.model.body_pos[self._car_body][2])
-        self.data.qpos[3:7] = (np.cos(heading / 2), 0.0, 0.0, np.sin(heading / 2))
-        mujoco.mj_forward(self.model, self.data)
+        self.car.reset(xy, heading + float(rng.uniform(-0.05, 0.05)))
 
         self._steps = 0
-        self._throttle = 0.0
-        proj = self.road.project(self.car_xy)
+        proj = self.road.project(self.car.xy)
         self._s = proj.s
         return self._observation(), self._info(proj.d, success=False)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         assert self.road is not None, "call reset() before step()"
-        steer, throttle = self.perturber.act(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
-        self.data.ctrl[:2] = steer * MAX_STEER
-        self.data.ctrl[2:] = max(throttle, 0.0)
-        self.model.dof_damping[self._wheel_dofs] = self._wheel_damping + BRAKE_DAMPING * max(-throttle, 0.0)
-        mujoco.mj_step(self.model, self.data, nstep=self._substeps)
+        self.car.step(self.perturber.act(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)))
         self._steps += 1
-        self._throttle = float(throttle)
 
-        proj = self.road.project(self.car_xy)
+        proj = self.road.project(self.car.xy)
         reward = PROGRESS_REWARD * (proj.s - self._s)
         self._s = proj.s
         terminated = abs(proj.d) > ROAD_WIDTH / 2
@@ -217,21 +166,14 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         adr = self.model.tex_adr[self._road_tex]
         self.model.tex_data[adr : adr + tex.size] = tex.ravel()
         for renderer in (self._camera, self._chase):
-            if renderer is not None:  # GL calls act on the current context, so make each renderer's current
-                renderer._gl_context.make_current()
-                mujoco.mjr_uploadTexture(self.model, renderer._mjr_context, self._road_tex)
-                GL.glBindTexture(GL.GL_TEXTURE_2D, int(renderer._mjr_context.texture[self._road_tex]))
-                GL.glTexParameterf(GL.GL_TEXTURE_2D, GL.GL_TEXTURE_LOD_BIAS, _TEXTURE_LOD_BIAS)
-                GL.glBindTexture(GL.GL_TEXTURE_2D, 0)
+            if renderer is not None:
+                sharpen_texture(renderer, self.model, self._road_tex, upload=True)
 
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._camera is not None, "the env is closed"
         self._camera.update_scene(self.data, camera="driver")
         self.perturber.decorate(self._camera.scene)
-        steer = float(np.mean(self.data.qpos[self._steer_qpos]))
-        yaw_rate = float(self.data.qvel[5])  # free joint angular velocity is in the body frame: z is yaw
-        state = np.array([self.forward_speed, yaw_rate, steer, self._throttle], dtype=np.float32)
-        return self.perturber.observe({"image": self._camera.render(), "state": np.clip(state, STATE_LOW, STATE_HIGH)})
+        return self.perturber.observe({"image": self._camera.render(), "state": self.car.state()})
 
     def _distractor_sites(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """Ground points beside the road, 0.5-3 m past either edge, anywhere along the route."""

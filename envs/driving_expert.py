@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from imitlab.envs.driving import MAX_STEER, REAR_AXLE_X, WHEELBASE, LaneFollowEnv
+from imitlab.envs.car import SpeedController, pure_pursuit_steer, rear_axle
+from imitlab.envs.driving import LaneFollowEnv
 from imitlab.envs.road import LANE_OFFSET
 
 #: Speed plan: top speed (m/s), allowed lateral acceleration in curves and planned braking (m/s^2).
@@ -19,11 +20,6 @@ PLAN_DECEL = 2.0
 LOOKAHEAD_BASE = 2.5
 LOOKAHEAD_GAIN = 0.5
 LOOKAHEAD_RANGE = (4.0, 10.0)
-#: Throttle = feed-forward (rolling losses) + gain * speed error (m/s), changing at most ``THROTTLE_SLEW``
-#: per step so demonstrations have no jumps (e.g. full throttle the moment a curve ends).
-THROTTLE_FEEDFORWARD = 0.12
-THROTTLE_GAIN = 0.5
-THROTTLE_SLEW = 0.15
 
 
 class LaneFollowExpert:
@@ -35,34 +31,22 @@ class LaneFollowExpert:
 
     def __init__(self, env: LaneFollowEnv):
         self.env = env
-        self._throttle = 0.0
+        self._speed = SpeedController()
 
     def reset(self) -> None:
         """Start the throttle ramp from zero: the car starts every episode at rest."""
-        self._throttle = 0.0
+        self._speed.reset()
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         env = self.env
         road = env.road
         assert road is not None, "reset the env before asking the expert"
-        yaw, speed = env.car_yaw, env.forward_speed
-        forward = np.array([np.cos(yaw), np.sin(yaw)])
-        rear = env.car_xy + REAR_AXLE_X * forward
-        s = road.project(rear).s
-
+        speed = env.car.forward_speed
+        s = road.project(rear_axle(env.car)).s
         lookahead = float(np.clip(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE))
         target, _ = road.pose(s + lookahead, LANE_OFFSET)
-        rel = target - rear
-        local_y = -forward[1] * rel[0] + forward[0] * rel[1]
-        dist2 = float(rel @ rel)
-        steer_angle = np.arctan(2.0 * WHEELBASE * local_y / dist2)  # pure pursuit: curvature 2 y / L^2
-
-        target_speed = self._target_speed(s, speed)
-        throttle = THROTTLE_FEEDFORWARD + THROTTLE_GAIN * (target_speed - speed)
-        throttle = np.clip(throttle, self._throttle - THROTTLE_SLEW, self._throttle + THROTTLE_SLEW)
-        self._throttle = float(np.clip(throttle, -1.0, 1.0))
-        action = np.array([steer_angle / MAX_STEER, self._throttle], dtype=np.float32)
-        return np.clip(action, -1.0, 1.0)
+        throttle = self._speed(self._target_speed(s, speed), speed)
+        return np.array([pure_pursuit_steer(env.car, target), throttle], dtype=np.float32)
 
     def _target_speed(self, s: float, speed: float) -> float:
         road = self.env.road

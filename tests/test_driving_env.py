@@ -11,7 +11,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from imitlab.envs import make_env, make_expert
-from imitlab.envs.driving import MAX_STEER, OFFROAD_PENALTY, PROGRESS_REWARD, LaneFollowEnv
+from imitlab.envs.car import MAX_STEER
+from imitlab.envs.driving import OFFROAD_PENALTY, PROGRESS_REWARD, LaneFollowEnv
 
 SIZE = 64
 
