@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     "imitlab/Reach-v0": "imitlab.envs.manipulation:ReachEnv",
     "imitlab/Push-v0": "imitlab.envs.manipulation:PushEnv",
     "imitlab/PickPlace-v0": "imitlab.envs.manipulation:PickPlaceEnv",
+    "imitlab/Town-v0": "imitlab.envs.town.env:TownEnv",
 }
 
 for _env_id, _entry_point in TASKS.items():

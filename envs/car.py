@@ -135,7 +135,11 @@ class SpeedController:
         self.throttle = 0.0
 
     def __call__(self, target_speed: float, speed: float) -> float:
-        throttle = self.feedforward + self.gain * (target_speed - speed)
+        """The throttle for this step; a target of 0 means hold the car with full brake."""
+        if target_speed <= 0.0:
+            throttle = -1.0
+        else:
+            throttle = self.feedforward + self.gain * (target_speed - speed)
         throttle = np.clip(throttle, self.throttle - self.brake_slew, self.throttle + self.slew)
         self.throttle = float(np.clip(throttle, -1.0, 1.0))
         return self.throttle

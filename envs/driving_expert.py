@@ -10,7 +10,7 @@ import numpy as np
 
 from imitlab.envs.car import SpeedController, pure_pursuit_steer, rear_axle
 from imitlab.envs.driving import LaneFollowEnv
-from imitlab.envs.road import LANE_OFFSET
+from imitlab.envs.road import LANE_OFFSET, Road
 
 #: Speed plan: top speed (m/s), allowed lateral acceleration in curves and planned braking (m/s^2).
 CRUISE_SPEED = 10.0
@@ -51,11 +51,18 @@ class LaneFollowExpert:
     def _target_speed(self, s: float, speed: float) -> float:
         road = self.env.road
         assert road is not None
-        horizon = speed**2 / (2.0 * PLAN_DECEL) + 5.0
-        ahead = (road.s >= s) & (road.s <= s + horizon)
-        kappa = np.abs(road.curvature[ahead])
-        if not kappa.any():
-            return CRUISE_SPEED
-        # A curve x metres ahead allows v^2 = LATERAL_ACCEL / kappa + 2 PLAN_DECEL x now.
-        allowed2 = LATERAL_ACCEL / np.maximum(kappa, 1e-9) + 2.0 * PLAN_DECEL * (road.s[ahead] - s)
-        return float(min(CRUISE_SPEED, np.sqrt(allowed2.min())))
+        return curve_speed(road, s, speed)
+
+
+def curve_speed(road: Road, s: float, speed: float, cruise: float = CRUISE_SPEED,
+                lateral_accel: float = LATERAL_ACCEL, decel: float = PLAN_DECEL) -> float:
+    """The lowest of ``cruise`` and, for every curve within braking distance of ``s``, the speed that keeps
+    lateral acceleration at ``lateral_accel`` once there (reached by braking at ``decel``)."""
+    horizon = speed**2 / (2.0 * decel) + 5.0
+    ahead = (road.s >= s) & (road.s <= s + horizon)
+    kappa = np.abs(road.curvature[ahead])
+    if not kappa.any():
+        return cruise
+    # A curve x metres ahead allows v^2 = lateral_accel / kappa + 2 decel x now.
+    allowed2 = lateral_accel / np.maximum(kappa, 1e-9) + 2.0 * decel * (road.s[ahead] - s)
+    return float(min(cruise, np.sqrt(allowed2.min())))

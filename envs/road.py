@@ -20,6 +20,8 @@ TAIL = 40.0
 #: Heading stays within this of the start heading: x then grows along the road, which cannot self-intersect.
 MAX_HEADING = np.deg2rad(80.0)
 
+#: OpenCV sub-pixel precision of painted coordinates: fixed-point with 4 fractional bits.
+PX_SHIFT = 4
 _SAMPLE_SPACING = 0.1  # metres between centre-line samples
 _LINE_WIDTH = 0.2  # painted marking width, metres
 _DASH, _GAP = 3.0, 4.5  # centre-line dash pattern, metres
@@ -40,12 +42,19 @@ class Road:
     (positive turns left) and exact per sample because the road is made of straights and circular arcs.
     """
 
-    def __init__(self, points: np.ndarray, heading: np.ndarray, curvature: np.ndarray, route_length: float):
+    def __init__(
+        self,
+        points: np.ndarray,
+        heading: np.ndarray,
+        curvature: np.ndarray,
+        route_length: float,
+        s_start: float = -LEAD_IN,
+    ):
         self.points = points
         self.heading = heading
         self.curvature = curvature
         self.route_length = route_length
-        self.s = np.arange(len(points)) * _SAMPLE_SPACING - LEAD_IN
+        self.s = np.arange(len(points)) * _SAMPLE_SPACING + s_start
 
     @classmethod
     def generate(
@@ -74,23 +83,51 @@ class Road:
             straight = rng.uniform(4.0, 30.0)
             segments.append((straight, 0.0))
             length += radius * turn + straight
+        road = cls.from_segments(np.zeros(2), 0.0, segments, route_length, total)
+        road.points -= 0.5 * (road.points.min(axis=0) + road.points.max(axis=0))  # centred on the ground plane
+        return road
+
+    @classmethod
+    def from_segments(
+        cls,
+        start: np.ndarray,
+        heading: float,
+        segments: list[tuple[float, float]],
+        route_length: float,
+        total: float | None = None,
+        s_start: float = -LEAD_IN,
+    ) -> Road:
+        """The centre-line of straights and arcs ``(length, signed curvature)`` from ``start`` facing ``heading``.
+
+        ``total`` (default: the segments' summed length) is how much of it to sample; arc length ``s`` starts at
+        ``s_start``. The heading is integrated exactly per segment, so a chain of quarter circles and straights
+        (a route through a street grid) ends where its geometry says.
+        """
         lengths = np.array([seg_len for seg_len, _ in segments])
         kappas = np.array([k for _, k in segments])
         bounds = np.concatenate(([0.0], np.cumsum(lengths)))
-        turns = np.concatenate(([0.0], np.cumsum(lengths * kappas)))  # heading at each segment boundary
+        total = float(bounds[-1]) if total is None else total
+        turns = heading + np.concatenate(([0.0], np.cumsum(lengths * kappas)))  # heading at segment boundaries
         arc = np.arange(int(round(total / _SAMPLE_SPACING)) + 1) * _SAMPLE_SPACING
         curvature = kappas[np.minimum(np.searchsorted(bounds, arc, side="right") - 1, len(segments) - 1)]
         heading_arr = np.interp(arc, bounds, turns)  # exact: heading is piecewise linear in arc length
         mid = np.interp(arc[:-1] + _SAMPLE_SPACING / 2, bounds, turns)  # midpoint rule, exact on arcs to O(ds^3)
         steps = _SAMPLE_SPACING * np.stack([np.cos(mid), np.sin(mid)], axis=1)
-        points = np.concatenate((np.zeros((1, 2)), np.cumsum(steps, axis=0)))
-        points -= 0.5 * (points.min(axis=0) + points.max(axis=0))  # centred on the textured ground plane
-        return cls(points, heading_arr, curvature, route_length)
+        points = np.concatenate((np.zeros((1, 2)), np.cumsum(steps, axis=0))) + start
+        return cls(points, heading_arr, curvature, route_length, s_start)
 
-    def project(self, xy: np.ndarray) -> Projection:
-        """The nearest centre-line point's arc length and the signed lateral offset (left positive)."""
-        delta = self.points - xy
-        i = int(np.argmin(np.einsum("ij,ij->i", delta, delta)))
+    def project(self, xy: np.ndarray, near: tuple[float, float] | None = None) -> Projection:
+        """The nearest centre-line point's arc length and the signed lateral offset (left positive).
+
+        ``near = (s_lo, s_hi)`` searches only that stretch: a route through a street grid can pass the same
+        place twice, and the car is where it was a moment ago, not on the other pass.
+        """
+        lo, hi = 0, len(self.points)
+        if near is not None:
+            lo = min(max(0, int((near[0] - self.s[0]) / _SAMPLE_SPACING)), len(self.points) - 2)
+            hi = min(len(self.points), max(lo + 2, int((near[1] - self.s[0]) / _SAMPLE_SPACING) + 1))
+        delta = self.points[lo:hi] - xy
+        i = lo + int(np.argmin(np.einsum("ij,ij->i", delta, delta)))
         # The nearest point lies on one of the two segments touching sample i: project onto both, keep the closer.
         best: tuple[float, float, float] | None = None
         for j in (i - 1, i):
@@ -120,6 +157,13 @@ class Road:
         return self.points + offset * normal
 
 
+def texture_px(xy: np.ndarray, extent_m: float, size_px: int) -> np.ndarray:
+    """World x, y -> OpenCV fixed-point pixel coordinates (``PX_SHIFT`` fractional bits) of a ground texture
+    covering the square ``extent_m`` wide around the origin (row 0 is +y, column 0 is -x, as MuJoCo maps it)."""
+    px = (np.array([1.0, -1.0]) * xy + extent_m / 2) * (size_px / extent_m)
+    return np.round(px * (1 << PX_SHIFT)).astype(np.int32)
+
+
 @dataclass(frozen=True)
 class RoadColours:
     """Per-seed colour jitter so a policy cannot key on exact pixel values."""
@@ -147,12 +191,11 @@ def paint_texture(
 
     Row 0 is the plane's +y edge and column 0 its -x edge, as MuJoCo maps a 2D texture onto a plane.
     """
-    shift = 4  # OpenCV sub-pixel precision: coordinates are fixed-point with 4 fractional bits
+    shift = PX_SHIFT
     scale = size_px / extent_m
 
     def to_px(xy: np.ndarray) -> np.ndarray:
-        px = (np.array([1.0, -1.0]) * xy + extent_m / 2) * scale
-        return np.round(px * (1 << shift)).astype(np.int32)
+        return texture_px(xy, extent_m, size_px)
 
     # Grass: the base colour with coarse patches and ~20 cm grain, so the ground gives motion cues. It is made
     # at half resolution and upscaled once: full-resolution float noise would dominate the reset time.

@@ -1,0 +1,84 @@
+"""Privileged town expert: pure pursuit along the route's lane centre-line (through the junctions), a speed plan
+for curves, car following, red lights and right of way.
+
+It reads what a learned policy never sees -- the route geometry, every car's position, the lights' phases --
+and takes its right-of-way decisions with the same rules traffic uses (``Traffic.must_stop``), so the town's
+drivers agree on who goes first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imitlab.envs.car import HALF_LENGTH, SpeedController, pure_pursuit_steer, rear_axle
+from imitlab.envs.driving_expert import curve_speed
+from imitlab.envs.town.env import TownEnv
+from imitlab.envs.town.traffic import DECISION_DISTANCE, first_obstacle
+
+#: Speed plan: cruise speed (m/s), lateral acceleration in turns, and braking used to plan stops (m/s^2).
+CRUISE_SPEED = 8.0
+LATERAL_ACCEL = 2.5
+STOP_DECEL = 2.0
+#: Distance kept to a stopped car ahead and to a stop line (m), and time headway to a moving one (s).
+STANDSTILL_GAP = 3.0
+LINE_GAP = 1.5
+HEADWAY_S = 0.8
+#: The speed controller lags its target by about this long (s): stops are planned that much earlier.
+CONTROL_LAG_S = 0.6
+#: Pure-pursuit look-ahead: ``LOOKAHEAD_BASE + LOOKAHEAD_GAIN * v``, clipped to the range (m).
+LOOKAHEAD_BASE = 2.0
+LOOKAHEAD_GAIN = 0.4
+LOOKAHEAD_RANGE = (3.5, 8.0)
+
+
+class TownExpert:
+    """Steers by pure pursuit on the route; its target speed is the lowest of cruise, curve and stopping limits."""
+
+    def __init__(self, env: TownEnv):
+        self.env = env
+        self._speed = SpeedController(brake_slew=0.5)
+
+    def reset(self) -> None:
+        self._speed.reset()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        env = self.env
+        route = env.route
+        assert route is not None, "reset the env before asking the expert"
+        car, road = env.car, route.road
+        speed = car.forward_speed
+        s_rear = road.project(rear_axle(car), near=(env.route_s - 4.0, env.route_s + 1.0)).s
+        lookahead = float(np.clip(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE))
+        target, _ = road.pose(s_rear + lookahead)
+        steer = pure_pursuit_steer(car, target)
+
+        target_speed = curve_speed(road, s_rear, speed, CRUISE_SPEED, LATERAL_ACCEL, STOP_DECEL)
+        target_speed = min(target_speed, self._follow_speed(speed), self._stop_line_speed(speed))
+        if target_speed < 0.3:
+            target_speed = 0.0
+        return np.array([steer, self._speed(target_speed, speed)], dtype=np.float32)
+
+    def _follow_speed(self, speed: float) -> float:
+        """Speed that can still stop ``STANDSTILL_GAP`` behind the first car on the route ahead."""
+        env = self.env
+        assert env.route is not None
+        road = env.route.road
+        s = np.array([env.route_s])
+        path, path_yaw, ahead, _ = env.traffic.path_ahead(road.points[None], road.heading[None], s - road.s[0])
+        if env.traffic.active == 0:
+            return np.inf
+        gap, leader_speed = first_obstacle(path, path_yaw, ahead, env.traffic.obstacles(), me=np.array([-1]))
+        room = float(gap[0]) - HALF_LENGTH - STANDSTILL_GAP - (HEADWAY_S + CONTROL_LAG_S) * speed
+        return float(np.sqrt(max(0.0, float(leader_speed[0]) ** 2 + 2.0 * STOP_DECEL * room)))
+
+    def _stop_line_speed(self, speed: float) -> float:
+        """Speed that stops ``LINE_GAP`` before the next stop line, if the light or right of way says stop."""
+        env = self.env
+        me = env.ego_mover()
+        if me is None or me.junction.s_enter - env.route_s > DECISION_DISTANCE:
+            return np.inf
+        others = env.traffic.movers()
+        if not env.traffic.must_stop(me, others, can_brake=2.0 * STOP_DECEL):
+            return np.inf
+        room = me.junction.s_enter - (env.route_s + HALF_LENGTH) - LINE_GAP - CONTROL_LAG_S * speed
+        return float(np.sqrt(max(0.0, 2.0 * STOP_DECEL * room)))
