@@ -1,11 +1,14 @@
 """Success rate of an env's privileged expert over seeded episodes (a demo set is only as good as its expert).
 
     python benchmarks/expert_success.py --env imitlab/LaneFollow-v0 --episodes 100
+    python benchmarks/expert_success.py --env imitlab/Town-v0 --episodes 200 --image-size 32 \
+        --env-kwargs '{"town": 0, "traffic": 20, "task": "navigation"}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -19,10 +22,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="first seed; episode i uses seed + i")
     parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="env constructor kwargs as a JSON object")
     parser.add_argument("--verbose", action="store_true", help="print one line per episode")
     args = parser.parse_args()
 
-    env = make_env(args.env, image_size=args.image_size)
+    env = make_env(args.env, image_size=args.image_size, **args.env_kwargs)
     expert = make_expert(env)
     metrics: dict[str, str] = dict(env.unwrapped.METRICS)
     successes, lengths, failed = 0, [], []
@@ -51,7 +55,7 @@ def main() -> None:
             print(f"seed {seed}: success={bool(info['is_success'])} steps={steps} {summary}", flush=True)
     elapsed = time.perf_counter() - start
 
-    print(f"env {args.env}: expert success {successes}/{args.episodes} = {successes / args.episodes:.1%}")
+    print(f"env {args.env} {json.dumps(args.env_kwargs)}, seeds {args.seed}..{args.seed + args.episodes - 1}: expert success {successes}/{args.episodes} = {successes / args.episodes:.1%}")
     print(f"episode length: mean {np.mean(lengths):.1f}, min {min(lengths)}, max {max(lengths)} steps")
     for name, how in metrics.items():
         print(f"{name} ({how}): mean {np.mean(totals[name]):.3f}")

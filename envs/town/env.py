@@ -20,7 +20,7 @@ from imitlab.envs.car import CONTROL_HZ, HALF_LENGTH, STATE_HIGH, STATE_LOW, Car
 from imitlab.envs.rendering import set_fog, sharpen_texture, upload_texture
 from imitlab.envs.road import ROAD_WIDTH
 from imitlab.envs.town.graph import JUNCTION_HALF, Town
-from imitlab.envs.town.planner import COMMAND_NAMES, Route, impossible_reason, sample_route
+from imitlab.envs.town.planner import COMMAND_NAMES, Route, impossible_reason, route_through, sample_route
 from imitlab.envs.town.scene import build_scene
 from imitlab.envs.town.traffic import RED, Mover, Traffic, TrafficLights, car_points
 from imitlab.envs.town.weather import Weather, resolve
@@ -37,14 +37,16 @@ TIME_MARGIN_S = 60.0
 TIME_SPEED = 2.5
 #: The episode ends as blocked after this long (s) without moving 1 m.
 BLOCKED_S = 45.0
-#: Leaving the route: the car centre this far (m) from the route's lane centre (a wrong turn).
-OFF_ROUTE = 6.0
+#: Leaving the route: the car centre this far (m) from the route's lane centre -- beyond the asphalt of the
+#: route's street (a kerb ends the episode first there), so only a wrong turn counts.
+OFF_ROUTE = 8.0
 #: Car-to-car contact: three circles of this radius along each car's axis (m).
 _CIRCLE_R = 0.95
 _CIRCLE_X = np.array([-1.3, 0.0, 1.3])
 _CHASE_SIZE = (240, 320)
 #: Infraction counters reported in ``info`` (each also a per-episode metric).
-INFRACTIONS = ("collision_vehicle", "collision_static", "collision_kerb", "red_light", "opposite_lane", "blocked")
+INFRACTIONS = ("collision_vehicle", "collision_static", "collision_kerb", "red_light", "opposite_lane", "blocked",
+               "off_route")
 
 
 class TownConfigError(ImitlabError, ValueError):
@@ -57,9 +59,11 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
     Observation ``{"image": uint8 (S, S, 3), "state": float32 [speed, yaw rate, steering, previous throttle],
     "command": int in Discrete(4) (0 follow lane, 1 left, 2 right, 3 straight)}``; action ``[steering,
     throttle]`` as in LaneFollow-v0. The episode terminates at the goal (success) or on a collision (vehicle,
-    parked car, kerb), leaving the route, or being blocked; it is truncated at the route's time limit.
+    parked car, kerb), leaving the route (``off_route``: a wrong turn), or being blocked; it is truncated at
+    the route's time limit. Red lights and entering the opposite lane are counted, not fatal.
     ``info``: ``is_success``, ``route_completion`` (0..1), ``command``, ``distance`` (m driven along the
-    route) and the infraction counters in ``INFRACTIONS``.
+    route) and the infraction counters in ``INFRACTIONS``. ``reset(options={"lanes": [[node, direction],
+    ...]})`` drives a given route instead of a sampled one (benchmarks and tests pin routes that way).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -153,7 +157,10 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         rng = self.np_random
-        self.route = route = sample_route(self.town, self.task, rng)
+        if options and "lanes" in options:
+            self.route = route = self._given_route(options["lanes"], float(options.get("s_start", 2.0)))
+        else:
+            self.route = route = sample_route(self.town, self.task, rng)
         weather = self.weathers[int(rng.integers(len(self.weathers)))]
         if weather != self._weather:
             self.scene.apply_weather(weather)
@@ -217,6 +224,20 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
+    def _given_route(self, lanes: Sequence[Sequence[int]], s_start: float) -> Route:
+        """The route along ``lanes`` (``[[node, direction], ...]``, consecutive, no U-turns) from ``s_start``."""
+        pairs = [(int(node), int(direction)) for node, direction in lanes]
+        drivable = bool(pairs) and all(
+            0 <= node < len(self.town.nodes) and 0 <= direction < 4 and self.town.neighbours[node, direction] >= 0
+            for node, direction in pairs)
+        for (node, direction), (nxt, out_dir) in zip(pairs, pairs[1:]):
+            if drivable and (nxt != self.town.neighbours[node, direction]
+                             or out_dir not in self.town.exits(nxt, direction)):
+                drivable = False
+        if not drivable:
+            raise TownConfigError(f"lanes {pairs} are not a drivable sequence of streets in town {self.town.seed}")
+        return route_through(self.town, pairs, s_start, goal_fraction=0.6)
+
     def _check_infractions(self, front_before: float, d: float, xy: np.ndarray, yaw: float) -> bool:
         """Count this step's infractions; True if one of them ends the episode."""
         route = self.route
@@ -250,6 +271,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
             self.infractions["blocked"] += 1
             failed = True
         if abs(d) > OFF_ROUTE:
+            self.infractions["off_route"] += 1
             failed = True
         return failed
 
