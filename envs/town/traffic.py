@@ -120,6 +120,9 @@ class Traffic:
         self.colours = np.zeros((count, 3))
         self.active = 0
         self.time_s = 0.0
+        self._next: list[int] = []
+        self._xy, self._yaw = np.zeros((0, 2)), np.zeros(0)
+        self._obstacles = car_points(self._xy, self._yaw, np.zeros(0), np.zeros(0, np.int64))
 
     # -- episode ---------------------------------------------------------------------------------------------
 
@@ -158,26 +161,36 @@ class Traffic:
             self.s[i] = along
         self.speed[:] = 0.0
         self.time_s = 0.0
+        self._next = [0] * self.count
+        self._update_poses()
         self.desired[:] = rng.uniform(6.0, 8.5, self.count)
         self.colours[:] = rng.uniform(0.1, 0.9, (self.count, 3))
 
     # -- state -----------------------------------------------------------------------------------------------
 
     def poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """Centre x, y (n, 2) and yaw (n,) of the active cars, interpolated on their paths."""
+        """Centre x, y (n, 2) and yaw (n,) of the active cars (computed once per step)."""
+        return self._xy, self._yaw
+
+    def _update_poses(self) -> None:
         n = self.active
         pos = np.clip(self.s[:n] / 0.1, 0, self.points.shape[1] - 1.001)
         i = pos.astype(np.int64)
         t = (pos - i)[:, None]
         rows = np.arange(n)
-        xy = (1 - t) * self.points[rows, i] + t * self.points[rows, i + 1]
-        return xy, self.heading[rows, i]
+        self._xy = (1 - t) * self.points[rows, i] + t * self.points[rows, i + 1]
+        self._yaw = self.heading[rows, i]
+        self._obstacles = car_points(self._xy, self._yaw, self.speed[:n], np.arange(n))
+        for car in range(n):  # passes are ordered along the path: skip those the car has left
+            passes, index = self.passes[car], self._next[car]
+            while index < len(passes) and passes[index].s_exit <= self.s[car] - HALF_LENGTH:
+                index += 1
+            self._next[car] = index
 
     def next_pass(self, car: int) -> JunctionPass | None:
-        for junction in self.passes[car]:
-            if junction.s_exit > self.s[car] - HALF_LENGTH:
-                return junction
-        return None
+        """The junction the car is in or comes to next (None past its path's last one)."""
+        index = self._next[car]
+        return self.passes[car][index] if index < len(self.passes[car]) else None
 
     def movers(self) -> list[Mover]:
         """Every active car's next junction pass."""
@@ -223,8 +236,7 @@ class Traffic:
 
     def obstacles(self) -> Obstacles:
         """Sample points along every active car's axis, for path searches."""
-        xy, yaw = self.poses()
-        return car_points(xy, yaw, self.speed[: self.active], np.arange(self.active))
+        return self._obstacles
 
     def path_ahead(self, points: np.ndarray, heading: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
         """Points (n, K, 2) and headings (n, K) of paths sampled every ``_AHEAD_STEP`` from ``s`` on, and
@@ -267,6 +279,7 @@ class Traffic:
         self.speed[:n] = np.maximum(0.0, self.speed[:n] + accel * _DT)
         self.speed[:n][gap <= 0.0] = 0.0
         self.s[:n] = np.minimum(self.s[:n] + self.speed[:n] * _DT, self.path_length - 1.0)
+        self._update_poses()
 
 
 def first_obstacle(path: np.ndarray, path_yaw: np.ndarray, ahead: np.ndarray, obstacles: Obstacles,
