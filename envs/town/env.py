@@ -35,8 +35,8 @@ FAILURE_PENALTY = 10.0
 #: Time allowed: a fixed margin plus the route length at this average speed (m/s), as CARLA sizes timeouts.
 TIME_MARGIN_S = 60.0
 TIME_SPEED = 2.5
-#: The episode ends as blocked after this long (s) without moving 1 m.
-BLOCKED_S = 45.0
+#: The episode ends as blocked after this long (s) without moving 1 m: three light cycles.
+BLOCKED_S = 90.0
 #: Leaving the route: the car centre this far (m) from the route's lane centre -- beyond the asphalt of the
 #: route's street (a kerb ends the episode first there), so only a wrong turn counts.
 OFF_ROUTE = 8.0

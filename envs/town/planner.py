@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imitlab.envs.road import Road
-from imitlab.envs.town.graph import DIRECTIONS, JUNCTION_HALF, LEFT, RIGHT, STRAIGHT, JunctionPass, Town, turn_kind
+from imitlab.envs.town.graph import JUNCTION_HALF, LEFT, RIGHT, STRAIGHT, JunctionPass, Town, turn_kind
 
 #: The ``command`` observation, ``Discrete(4)``; the names are CARLA's road options.
 FOLLOW_LANE, TURN_LEFT, TURN_RIGHT, GO_STRAIGHT = 0, 1, 2, 3
@@ -134,7 +134,3 @@ def sample_route(town: Town, task: str, rng: np.random.Generator) -> Route:
     s_start = float(rng.uniform(2.0, max(2.5, first - COMMAND_DISTANCE - 5.0)))
     return route_through(town, lanes, s_start, float(rng.uniform(0.4, 0.7)))
 
-
-def heading_of(direction: int) -> float:
-    """The yaw (rad) of a street direction index."""
-    return float(np.arctan2(DIRECTIONS[direction][1], DIRECTIONS[direction][0]))

@@ -141,7 +141,8 @@ def build_scene(town: Town, traffic_count: int, rng: np.random.Generator) -> Sce
 
 
 def _add_mesh(asset: ET.Element, name: str, boxes: list[Box], texels: np.ndarray | None = None) -> None:
-    """A mesh asset of ``boxes``; with ``texels``, box i samples the centre of texel ``texels[i]`` of a 1-row texture."""
+    """A mesh asset of ``boxes``; with ``texels``, box i samples the centre of texel ``texels[i]`` of a 1-row
+    texture."""
     vertices, faces = _box_mesh(boxes)
     attrs = {"name": name, "vertex": " ".join(f"{v:.3f}" for v in vertices.ravel()),
              "face": " ".join(map(str, faces.ravel()))}

@@ -210,7 +210,9 @@ class Traffic:
         turning_left = turn_kind(mine.in_dir, mine.out_dir) == LEFT
         for other in others:
             theirs = other.junction
-            if theirs is mine or theirs.node != mine.node or not CONFLICTS[mine.in_dir, mine.out_dir, theirs.in_dir, theirs.out_dir]:
+            if theirs is mine or theirs.node != mine.node:
+                continue
+            if not CONFLICTS[mine.in_dir, mine.out_dir, theirs.in_dir, theirs.out_dir]:
                 continue
             to_line = theirs.s_enter - (other.s + HALF_LENGTH)
             if to_line <= 0.0:  # inside the box (it leaves the pass list once its rear is out)
@@ -229,9 +231,14 @@ class Traffic:
         if to_line < 0.0 or not self.town.is_junction(junction.node):
             return False
         light = self.lights.state(junction.node, junction.in_dir, self.time_s)
-        stoppable = to_line > me.speed**2 / (2.0 * can_brake)
-        if light == RED or (light == YELLOW and stoppable):
+        if light == RED:
             return True
+        if light == YELLOW:
+            # A left-turner waiting at the line clears the junction now, as drivers do when oncoming traffic
+            # stops; everyone else stops for a yellow if they still can.
+            waiting_to_turn = to_line < 2.0 and me.speed < 1.0 and turn_kind(junction.in_dir, junction.out_dir) == LEFT
+            if not waiting_to_turn and to_line > me.speed**2 / (2.0 * can_brake):
+                return True
         return self.must_yield(me, others)
 
     def obstacles(self) -> Obstacles:
@@ -265,12 +272,15 @@ class Traffic:
         movers = self.movers()
         if ego_mover is not None:
             movers.append(ego_mover)
+        at_node: dict[int, list[Mover]] = {}
+        for mover in movers:
+            at_node.setdefault(mover.junction.node, []).append(mover)
         for car in range(n):
             junction = self.next_pass(car)
             if junction is None or junction.s_enter - self.s[car] > DECISION_DISTANCE:
                 continue
             me = Mover(junction, float(self.s[car]), float(self.speed[car]))
-            if self.must_stop(me, movers, can_brake=IDM_BRAKE):
+            if self.must_stop(me, at_node[junction.node], can_brake=IDM_BRAKE):
                 line_gap = junction.s_enter - (self.s[car] + HALF_LENGTH) - 0.5
                 if line_gap < gap[car]:
                     gap[car], leader_speed[car] = line_gap, 0.0
