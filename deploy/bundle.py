@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -55,7 +56,7 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
     Raises ImitlabError, writing nothing, when the bar is not met, the export does not match torch, or ``out``
     exists. With ``int8``, an int8 model is built and validated the same way; it ships only if it clears the bar too.
     """
-    from imitlab.policies.io import load_policy
+    from imitlab.policies.io import CONFIG_FILE, load_policy
 
     if not 0.0 <= min_success <= 1.0:
         raise ImitlabError(f"--min-success must be a fraction in [0, 1], got {min_success}")
@@ -66,6 +67,9 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
     if out.exists():
         raise ImitlabError(f"{out} already exists; remove it or choose another --out")
     policy, md = load_policy(source)
+    if not isinstance(md.get("env_id"), str) or not isinstance(md.get("env_kwargs", {}), dict):
+        raise ImitlabError(f"{source / CONFIG_FILE}: its metadata has no env_id (or env_kwargs is not an object), "
+                           "so the policy cannot be validated in closed loop")
     seeds = list(range(seed_start, seed_start + episodes))
     staging = Path(tempfile.mkdtemp(prefix="imitlab-bundle-"))
     try:
@@ -75,7 +79,10 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
         spec["models"]["fp32"] = _file_entry(staging / MODEL_FILE)
         fp32 = OnnxPolicy(staging / MODEL_FILE, spec)
         parity = parity_error(policy, fp32, probe)
-        if parity > PARITY_TOLERANCE:
+        if math.isnan(parity):
+            raise ImitlabError("deploy refused: the policy gives non-finite (NaN or infinite) actions on expert "
+                               "observations; nothing written")
+        if not parity <= PARITY_TOLERANCE:
             raise ImitlabError(f"deploy refused: the ONNX export differs from the torch policy by {parity:.2e} "
                                f"(tolerance {PARITY_TOLERANCE:g}); nothing written")
         _write_spec(staging, spec)
@@ -121,8 +128,10 @@ def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndar
     write_report(summary, staging / VALIDATION_DIR / "int8")
     latency["int8"] = latency_ms(model.predict, probe)
     low, _ = wilson_interval(summary.successes, len(seeds))
+    parity = parity_error(policy, model, probe)
+    finite = not math.isnan(parity)
     result = {**_result(summary, f"{VALIDATION_DIR}/int8/report.html"), "scheme": mode,
-              "max_abs_diff_vs_torch": parity_error(policy, model, probe), "included": low >= min_success}
+              "max_abs_diff_vs_torch": parity if finite else None, "included": finite and low >= min_success}
     if not result["included"]:
         del spec["models"]["int8"]
         path.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -82,10 +83,17 @@ def quantize_int8(fp32: Path, out: Path, calibration: Mapping[str, np.ndarray] |
 
 
 def parity_error(policy: ImagePolicy, onnx_policy: OnnxPolicy, observations: Mapping[str, np.ndarray]) -> float:
-    """Largest absolute action difference between the torch policy and the ONNX model on batched observations."""
+    """Largest absolute action difference between the torch policy and the ONNX model on batched observations.
+
+    NaN when either side gives a non-finite action anywhere: a model that outputs NaN fails any tolerance check
+    (``nan <= tol`` is false), even where both sides agree on it.
+    """
     worst = 0.0
     for batch in _batches(observations, 64):
-        worst = max(worst, float(np.max(np.abs(policy.predict(batch) - onnx_policy.predict(batch)))))
+        expected, actual = policy.predict(batch), onnx_policy.predict(batch)
+        if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
+            return math.nan
+        worst = max(worst, float(np.max(np.abs(expected - actual))))
     return worst
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from imitlab.deploy.spec import model_path, read_spec
+from imitlab.deploy.spec import read_model, read_spec
 from imitlab.errors import ImitlabError
 
 
@@ -25,14 +25,19 @@ class ObservationError(ImitlabError):
 class OnnxPolicy:
     """``predict(obs)`` like ``ImagePolicy.predict``: a single observation -> (A,), a batch -> (B, A)."""
 
-    def __init__(self, model: Path, spec: dict[str, Any], threads: int = 1) -> None:
-        """``threads``: onnxruntime intra-op threads; 1 is fastest at batch 1 for these small nets."""
+    def __init__(self, model: Path, spec: dict[str, Any], threads: int = 1, content: bytes | None = None) -> None:
+        """``threads``: onnxruntime intra-op threads; 1 is fastest at batch 1 for these small nets.
+
+        ``content``: the model file's bytes when the caller has already read (and verified) them; what runs is then
+        exactly what was checked, whatever happens to the file afterwards.
+        """
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            source = content if content is not None else str(model)
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
             raise ImitlabError(f"{model}: cannot load ONNX model ({str(error).splitlines()[0]})") from error
         self.spec = spec
@@ -79,6 +84,8 @@ class OnnxPolicy:
 
 
 def load_bundle(bundle: Path, model: str = "fp32", threads: int = 1) -> OnnxPolicy:
-    """The policy of a deployment bundle folder; ``model`` picks the fp32 or the int8 ONNX file."""
+    """The policy of a deployment bundle folder; ``model`` picks the fp32 or the int8 ONNX file, whose sha256 must
+    match the spec's."""
     spec = read_spec(Path(bundle))
-    return OnnxPolicy(model_path(Path(bundle), spec, model), spec, threads)
+    path, content = read_model(Path(bundle), spec, model)
+    return OnnxPolicy(path, spec, threads, content)

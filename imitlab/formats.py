@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.errors import ImitlabError
+from imitlab.limits import MAX_DOCUMENT_BYTES
 
 
 def read_format_document(path: Path, fmt: str, version: int) -> dict[str, Any]:
     """The JSON object in ``path`` tagged ``{"format": fmt, "format_version": version}``.
 
-    A missing file, invalid JSON, another format or another version is one ImitlabError naming the file.
+    A missing file, an oversized one, invalid JSON, another format or another version is one ImitlabError naming
+    the file.
     """
     try:
+        if Path(path).stat().st_size > MAX_DOCUMENT_BYTES:
+            raise ImitlabError(f"{path}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB, not a {fmt} document")
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ImitlabError(f"{path}: file not found") from None

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from imitlab.errors import ImitlabError
+from imitlab.limits import (MAX_ACTION_DIM, MAX_HEAD_LAYERS, MAX_HEAD_WIDTH, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE,
+                            MAX_KEYPOINTS, MAX_STATE_DIM, size_problem)
 from imitlab.policies.encoders import BACKBONES, POOLINGS, make_encoder
 
 
@@ -51,6 +53,7 @@ class PolicyConfig:
             raise ImitlabError(f"invalid policy config: image_keys must be a list of keys, got {self.image_keys!r}")
         self.image_keys = tuple(self.image_keys)
         self.head_hidden = tuple(self.head_hidden)
+        self._check_sizes()
         if not self.state_mean:
             self.state_mean = [0.0] * self.state_dim
         if not self.state_std:
@@ -58,6 +61,19 @@ class PolicyConfig:
         self.state_mean = [float(v) for v in self.state_mean]
         self.state_std = [float(v) for v in self.state_std]
         self._validate()
+
+    def _check_sizes(self) -> None:
+        """Refuse absurd sizes (a hostile or corrupt policy.json) before anything is allocated from them."""
+        problems = [size_problem(name, value, maximum, minimum) for name, value, maximum, minimum in (
+            ("image_size", self.image_size, MAX_IMAGE_SIZE, 1), ("state_dim", self.state_dim, MAX_STATE_DIM, 0),
+            ("action_dim", self.action_dim, MAX_ACTION_DIM, 1), ("keypoints", self.keypoints, MAX_KEYPOINTS, 1),
+            ("number of image_keys", len(self.image_keys), MAX_IMAGE_KEYS, 1),
+            ("number of head_hidden layers", len(self.head_hidden), MAX_HEAD_LAYERS, 0),
+        )]
+        problems += [size_problem("head_hidden width", w, MAX_HEAD_WIDTH) for w in self.head_hidden]
+        problems = [p for p in problems if p]
+        if problems:
+            raise ImitlabError("invalid policy config: " + "; ".join(problems[:3]))
 
     def _validate(self) -> None:
         problems = []
@@ -67,16 +83,10 @@ class PolicyConfig:
             problems.append("pretrained must be true or false")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
-        if not self.image_keys or len(set(self.image_keys)) != len(self.image_keys):
-            problems.append(f"image_keys {list(self.image_keys)} must be non-empty and unique")
+        if len(set(self.image_keys)) != len(self.image_keys):
+            problems.append(f"image_keys {list(self.image_keys)} must be unique")
         if not all(isinstance(k, str) for k in self.image_keys):
             problems.append("image_keys must be strings")
-        for name in ("image_size", "state_dim", "action_dim", "keypoints"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "state_dim" else 1):
-                problems.append(f"{name} must be a {'non-negative' if name == 'state_dim' else 'positive'} int")
-        if not all(isinstance(w, int) and w > 0 for w in self.head_hidden):
-            problems.append("head_hidden must be positive ints")
         if len(self.state_mean) != self.state_dim or len(self.state_std) != self.state_dim:
             problems.append(f"state_mean and state_std must have state_dim={self.state_dim} entries")
         if not all(math.isfinite(v) for v in self.state_mean):

@@ -35,3 +35,14 @@ def tiny_run(tiny_demos: Path) -> Path:
     train(TrainConfig(dataset=str(tiny_demos), out=str(out), backbone="nature_cnn", pretrained=False, epochs=2,
                       eval_episodes=2, val_fraction=0.25, progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run: Path) -> Path:
+    """A deployment bundle of ``tiny_run`` with fp32 and int8 models (bar 0: tests of the runtime, server and
+    bundle checks, not of the gate). Tests that modify a bundle copy it first."""
+    from imitlab.deploy.bundle import deploy
+
+    out = tiny_run.parent / "bundle"
+    deploy(tiny_run, 0.0, episodes=2, out=out, int8=True, workers=2, videos=0, progress=False)
+    return out

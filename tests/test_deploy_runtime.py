@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,7 +14,6 @@ import pytest
 import torch
 
 from imitlab.demos.dataset import DemoDataset
-from imitlab.deploy.bundle import deploy
 from imitlab.deploy.export import export_onnx, parity_error, quantize_int8
 from imitlab.deploy.runtime import ObservationError, OnnxPolicy, load_bundle
 from imitlab.deploy.spec import INT8_MODEL_FILE, SPEC_FILE, read_spec
@@ -23,11 +23,8 @@ from imitlab.policies import ImagePolicy, PolicyConfig, load_policy
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_run: Path, tmp_path_factory) -> Path:
-    """A bundle of the shared tiny policy with fp32 and int8 models (bar 0: this module tests the runtime, not the gate)."""
-    out = tmp_path_factory.mktemp("runtime") / "bundle"
-    deploy(tiny_run, 0.0, episodes=2, out=out, int8=True, workers=2, videos=0, progress=False)
-    return out
+def bundle(tiny_bundle: Path) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +80,20 @@ def test_runtime_rejects_malformed_observations(bundle, recorded, change, messag
         load_bundle(bundle).predict(obs)
 
 
+def _edit_json(path: Path, change) -> None:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
 def test_bundle_loading_errors_are_one_line(bundle, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
     with pytest.raises(ImitlabError, match="unknown model variant"):
         load_bundle(broken, "fp16")
     (broken / "model.onnx").write_bytes(b"not a model")
+    digest = hashlib.sha256(b"not a model").hexdigest()  # a consistent bundle whose model is not ONNX
+    _edit_json(broken / SPEC_FILE, lambda s: s["models"]["fp32"].update(bytes=11, sha256=digest))
     with pytest.raises(ImitlabError, match="cannot load ONNX model"):
         load_bundle(broken)
     spec = read_spec(broken)

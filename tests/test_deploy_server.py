@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imitlab.deploy.bundle import deploy
 from imitlab.deploy.runtime import load_bundle
 from imitlab.deploy.server import create_app, default_body_limit
 from imitlab.deploy.wire import encode_observation
@@ -27,11 +26,8 @@ SIZE = 48
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_run: Path, tmp_path_factory) -> Path:
-    """A bundle of the shared tiny policy (bar 0: this module tests serving, not the gate)."""
-    out = tmp_path_factory.mktemp("server") / "bundle"
-    deploy(tiny_run, 0.0, episodes=2, out=out, workers=2, videos=0, progress=False)
-    return out
+def bundle(tiny_bundle: Path) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
