@@ -51,9 +51,10 @@ class OnnxPolicy:
             raise ImitlabError(f"{model}: inputs {inputs} do not match the spec's state + {list(self.image_keys)}")
 
     def predict(self, obs: Mapping[str, Any]) -> np.ndarray:
-        """Numpy observation dict (single or batched) -> float32 actions in [-1, 1]."""
+        """Numpy observation dict (single or batched) -> float32 actions in [-1, 1] (NaN stays NaN)."""
         feeds, single = self.feeds(obs)
-        actions = self.session.run(None, feeds)[0]
+        # onnxruntime's float32 tanh can overshoot 1 by one ulp (1.0000001); the contract is [-1, 1].
+        actions = np.clip(self.session.run(None, feeds)[0], -1.0, 1.0)
         return actions[0] if single else actions
 
     def feeds(self, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:

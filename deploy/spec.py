@@ -138,3 +138,15 @@ def read_model(bundle: Path, spec: dict[str, Any], model: str = "fp32") -> tuple
         raise ImitlabError(f"{path}: sha256 {digest[:12]}... does not match {SPEC_FILE}'s {entry['sha256'][:12]}...; "
                            "the model was modified or damaged after deployment")
     return path, content
+
+
+#: Spec fields a server may show to its clients; the rest (source_policy, train_config, dataset_summary) name
+#: folders on the machine that built the bundle.
+_PUBLIC_FIELDS = ("format", "format_version", "created_utc", "env_id", "env_kwargs", "camera", "image_keys",
+                  "image_size", "state_dim", "action_dim", "observation_space", "action_space", "inputs", "outputs",
+                  "normalisation", "policy_config", "models", "versions", "validation", "latency_ms_batch1")
+
+
+def public_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec without local paths: an allow-list of fields, so a field added later stays private by default."""
+    return {k: spec[k] for k in _PUBLIC_FIELDS if k in spec}

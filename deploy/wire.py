@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+#: Largest magnitude accepted for a state entry: finite in float32 (3.4028e38), with margin.
+STATE_LIMIT = 3.0e38
+
 
 class WireError(ValueError):
     """A request that does not describe a valid observation; the message says what is wrong."""
@@ -59,19 +62,21 @@ def _state(value: Any, spec: dict[str, Any]) -> np.ndarray:
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise WireError("\"state\" entries must be numbers")
-        if not -3.0e38 <= v <= 3.0e38:  # also false for NaN; compares huge ints without converting them
+        if not -STATE_LIMIT <= v <= STATE_LIMIT:  # also false for NaN; compares huge ints without converting them
             raise WireError("\"state\" entries must be finite float32 values")
-    state = np.asarray(value, dtype=np.float32)
-    low, high = _state_bounds(spec, dim)
+    # Bounds are checked on the values as sent, before float32 rounds 5.0000001 to 5.0.
+    state = np.asarray(value, dtype=np.float64)
+    low, high = state_bounds(spec)
     outside = np.flatnonzero((state < low) | (state > high))
     if outside.size:
         i = int(outside[0])
-        raise WireError(f"\"state\"[{i}] = {state[i]:g} is outside the observation space [{low[i]:g}, {high[i]:g}]")
-    return state
+        raise WireError(f"\"state\"[{i}] = {value[i]!r} is outside the observation space [{low[i]:g}, {high[i]:g}]")
+    return state.astype(np.float32)
 
 
-def _state_bounds(spec: dict[str, Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
+def state_bounds(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The state Box bounds from the spec's observation space (infinite where it gives none)."""
+    dim = int(spec["state_dim"])
     box = ((spec.get("observation_space") or {}).get("spaces") or {}).get("state") or {}
 
     def bound(raw: Any, default: float) -> np.ndarray:
@@ -102,6 +107,8 @@ def _image(key: str, value: Any, size: int) -> np.ndarray:
             if not isinstance(pixel, list) or len(pixel) != 3:
                 raise WireError(f"{key!r}: nested list must have shape {size}x{size}x3")
             for channel in pixel:
-                if type(channel) is not int or not 0 <= channel <= 255:
+                # JSON Schema counts 7.0 as an integer; so does this check, to accept what the OpenAPI schema does.
+                integral = type(channel) is int or (type(channel) is float and channel.is_integer())
+                if not integral or not 0 <= channel <= 255:
                     raise WireError(f"{key!r}: pixel values must be integers 0..255")
     return np.asarray(value, dtype=np.uint8)

@@ -52,16 +52,28 @@ def _line(name: str, r: dict[str, Any], latency: dict[str, float]) -> str:
 
 def serve_cmd(
     bundle: Path = typer.Argument(..., help="Deployment bundle folder written by `imitlab deploy`."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (the API has no authentication)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; any but loopback needs a token."),
     port: int = typer.Option(8000, min=1, max=65535),
     model: str = typer.Option("fp32", help="fp32 or int8 (if the bundle has it)."),
+    token: Optional[str] = typer.Option(None, envvar="IMITLAB_TOKEN", show_envvar=True,
+                                        help="Bearer token required on every request but /health and /ready "
+                                        "(prefer the env var: a command line is visible to other users)."),
+    allow_host: list[str] = typer.Option([], help="Host header value to accept (repeatable; default: localhost, "
+                                         "127.0.0.1, ::1 and --host; '*': any)."),
+    max_concurrency: int = typer.Option(4, min=1, help="Requests at work at once; more get 503 at once."),
+    request_timeout: float = typer.Option(10.0, min=0.001, help="Seconds per /act request before a 503."),
     max_body_kb: int = typer.Option(0, min=0, help="Request size limit in KiB (0: enough for the bundle's images)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Serve a bundle over HTTP: POST /act, GET /health, GET /spec."""
-    from imitlab.deploy.server import serve
+    """Serve a bundle over HTTP: POST /act, GET /health, /ready, /spec, /metrics."""
+    from imitlab.deploy.http_guard import LOOPBACK_HOSTS
+    from imitlab.deploy.server import ServerSettings, serve
 
-    serve(bundle, host=host, port=port, model=model, max_body_bytes=max_body_kb * 1024 or None, log_level=log_level)
+    hosts = tuple(allow_host) or (*LOOPBACK_HOSTS, host)
+    settings = ServerSettings(model=model, token=token or None, allowed_hosts=hosts,
+                              max_body_bytes=max_body_kb * 1024 or None, max_concurrency=max_concurrency,
+                              request_timeout_s=request_timeout)
+    serve(bundle, host=host, port=port, settings=settings, log_level=log_level)
 
 
 def compare_cmd(
