@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imitlab.deploy.runtime import load_bundle
-from imitlab.deploy.server import create_app, default_body_limit
+from imitlab.deploy.server import ServerSettings, create_app, default_body_limit
 from imitlab.deploy.wire import encode_observation
 
 SIZE = 48
@@ -32,7 +32,7 @@ def bundle(tiny_bundle: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def client(bundle: Path) -> TestClient:
-    return TestClient(create_app(bundle))
+    return TestClient(create_app(bundle, ServerSettings(allowed_hosts=("testserver",))))
 
 
 def _obs(seed: int = 0) -> dict[str, np.ndarray]:
@@ -54,10 +54,15 @@ def test_act_returns_the_runtime_action(client, bundle, base64_images):
     assert response.json()["model"] == "fp32"
 
 
-def test_health_and_spec(client, bundle):
+def test_health_ready_and_spec_without_local_paths(client, bundle):
     assert client.get("/health").json()["status"] == "ok"
-    spec = client.get("/spec").json()
-    assert spec["image_keys"] == ["image"] and spec == json.loads((bundle / "bundle.json").read_text())
+    assert client.get("/ready").json() == {"status": "ready", "model": "fp32"}
+    full = json.loads((bundle / "bundle.json").read_text())
+    local = str(bundle.parent.parent)  # the pytest folder every recorded path lies under
+    assert local in json.dumps(full)  # bundle.json itself records where it came from
+    shown = client.get("/spec")
+    assert local not in shown.text and "source_policy" not in shown.json() and "train_config" not in shown.json()
+    assert shown.json()["image_keys"] == ["image"] and shown.json()["validation"] == full["validation"]
 
 
 def _with(**changes) -> dict:
