@@ -31,6 +31,7 @@ exclusively (``O_CREAT | O_EXCL``), so writers sharing a folder never pick the s
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ from gymnasium import spaces
 
 from imitlab.errors import ImitlabError
 from imitlab.formats import read_format_document
+from imitlab.limits import MAX_OBJECT_KEYS, MAX_SPACE_ELEMENTS
 
 FORMAT = "imitlab-demos"
 FORMAT_VERSION = 1
@@ -81,11 +83,22 @@ def _bound_to_json(bound: np.ndarray) -> float | str | list:
 
 
 def space_from_json(desc: dict[str, Any]) -> spaces.Space:
-    """Inverse of :func:`space_to_json`."""
+    """Inverse of :func:`space_to_json`; a malformed or absurdly large description is one ImitlabError."""
+    try:
+        return _space_from_json(desc)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ImitlabError(f"malformed space description ({type(error).__name__}: {error})") from None
+
+
+def _space_from_json(desc: dict[str, Any]) -> spaces.Space:
     if desc["type"] == "Dict":
-        return spaces.Dict({k: space_from_json(v) for k, v in desc["spaces"].items()})
+        if len(desc["spaces"]) > MAX_OBJECT_KEYS:
+            raise ValueError(f"{len(desc['spaces'])} sub-spaces, more than {MAX_OBJECT_KEYS}")
+        return spaces.Dict({k: _space_from_json(v) for k, v in desc["spaces"].items()})
     dtype = np.dtype(desc["dtype"])
-    shape = tuple(desc["shape"])
+    shape = tuple(int(n) for n in desc["shape"])
+    if len(shape) > 4 or any(n < 0 for n in shape) or math.prod(shape) > MAX_SPACE_ELEMENTS:
+        raise ValueError(f"shape {shape} is not a plausible observation or action shape")
     low = np.broadcast_to(np.asarray(desc["low"], dtype=np.float64), shape).astype(dtype)
     high = np.broadcast_to(np.asarray(desc["high"], dtype=np.float64), shape).astype(dtype)
     return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
@@ -219,6 +232,16 @@ class DemoDataset:
         if not header_path.is_file():
             raise ImitlabError(f"not an imitlab dataset (no {HEADER}): {self.path}")
         self.header: dict[str, Any] = read_format_document(header_path, FORMAT, FORMAT_VERSION)
+        missing = [k for k in ("env_id", "observation_space", "action_space") if k not in self.header]
+        if missing:
+            raise ImitlabError(f"{header_path}: missing fields {missing}")
+        if not isinstance(self.header["env_id"], str) or not isinstance(self.header.get("env_kwargs", {}), dict):
+            raise ImitlabError(f"{header_path}: env_id must be a string and env_kwargs an object")
+        for key in ("observation_space", "action_space"):  # parsed now: one line here, not a traceback later
+            try:
+                space_from_json(self.header[key])
+            except ImitlabError as error:
+                raise ImitlabError(f"{header_path}: {key}: {error}") from None
 
     @property
     def env_id(self) -> str:

@@ -35,8 +35,8 @@ class CopyResult:
 def new_dataset_folder(out: Path, inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Commands that derive a dataset write a new (or empty) folder, never an existing dataset or one of
     their inputs; if they fail halfway, what they wrote is removed, so no half-made dataset is left behind."""
-    if out.exists() and any(out.iterdir()):
-        raise ImitlabError(f"{out} exists and is not empty; choose a new folder for the output dataset")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ImitlabError(f"{out} exists and is not an empty folder; choose a new folder for the output dataset")
     for src in inputs:
         if out.resolve() == Path(src).resolve():
             raise ImitlabError(f"output {out} is also an input; choose a new folder")
@@ -88,16 +88,25 @@ def _check_readable(path: Path) -> None:
         raise ImitlabError(f"corrupt episode file {path}: arrays have different lengths {sorted(lengths)}")
 
 
+def _is_readable(path: Path) -> bool:
+    try:
+        _check_readable(path)
+    except ImitlabError:
+        return False
+    return True
+
+
 def split(dataset: DemoDataset, valid_fraction: float, seed: int = 0, overwrite: bool = False) -> dict[str, list[str]]:
-    """Write seeded ``train``/``valid`` masks by episode into ``masks.json`` (other masks are kept)."""
+    """Write seeded ``train``/``valid`` masks by episode into ``masks.json`` (other masks are kept); an episode
+    file that cannot be opened (truncated, damaged) is in neither."""
     if not 0.0 <= valid_fraction < 1.0:
         raise ImitlabError(f"valid fraction must be in [0, 1), got {valid_fraction}")
     masks = dataset.masks()
     if not overwrite and (TRAIN_MASK in masks or VALID_MASK in masks):
         raise ImitlabError(f"{dataset.path} already has train/valid masks; pass --overwrite to replace them")
-    names = [p.stem for p in dataset.episode_paths()]
+    names = [p.stem for p in dataset.episode_paths() if _is_readable(p)]  # a damaged file is in neither mask
     if not names:
-        raise ImitlabError(f"dataset {dataset.path} has no episodes to split")
+        raise ImitlabError(f"dataset {dataset.path} has no readable episodes to split")
     order = np.random.default_rng(seed).permutation(len(names))
     n_valid = int(round(len(names) * valid_fraction))
     if valid_fraction > 0 and len(names) > 1:
@@ -119,8 +128,8 @@ def filter_dataset(dataset: DemoDataset, out: Path, *, success_only: bool = Fals
     unknown = set(drop_checks) - set(CHECKS) - {"all"}
     if unknown:
         raise ImitlabError(f"unknown audit check(s) {sorted(unknown)}; known: {', '.join(CHECKS)}")
-    if out.exists() and any(out.iterdir()):  # checked again on writing; failing early saves the audit
-        raise ImitlabError(f"{out} exists and is not empty; choose a new folder for the output dataset")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # checked again on writing; early saves the audit
+        raise ImitlabError(f"{out} exists and is not an empty folder; choose a new folder for the output dataset")
     dropped_by_audit: set[str] = set()
     if drop_checks:
         report = audit(dataset, audit_config)

@@ -17,6 +17,7 @@ from typing import Any, Protocol  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
+from imitlab.envs.kwargs import check_env_kwargs  # noqa: E402
 from imitlab.errors import ImitlabError  # noqa: E402
 
 #: Task id -> entry point; every id here is registered with Gymnasium on import.
@@ -44,10 +45,11 @@ class Expert(Protocol):
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gym.make`` with a one-line error for an unknown id instead of a traceback."""
+    """``gym.make`` with a one-line error for an unknown id or bad constructor arguments instead of a traceback."""
     if env_id not in TASKS:
         known = ", ".join(sorted(TASKS))
         raise ImitlabError(f"unknown env id {env_id!r}; known ids: {known}")
+    check_env_kwargs(env_id, env_class(env_id), kwargs)
     return gym.make(env_id, **kwargs)
 
 

@@ -25,6 +25,8 @@ MAX_HEAD_LAYERS = 16
 MAX_HEAD_WIDTH = 8192
 #: Spatial-softmax keypoints.
 MAX_KEYPOINTS = 1024
+#: Elements of one observation or action box described in a dataset header (a 1024 px camera is 3.1 M).
+MAX_SPACE_ELEMENTS = 16 * 1024 * 1024
 #: Entries of a small JSON object read as configuration (env kwargs, a bundle's model list).
 MAX_OBJECT_KEYS = 64
 

@@ -1,0 +1,141 @@
+"""Load test of `imitlab serve` on loopback: requests/s and p50/p99 latency at concurrency 1, 8 and 32.
+
+Serves a Nature-CNN bundle (one is built from an untrained policy unless --bundle is given: serving cost does not
+depend on the weights) in a real uvicorn process on 127.0.0.1 and sends real LaneFollow observations (base64
+images) from an asyncio client with keep-alive connections. Each level is bounded by --requests and --seconds.
+The client runs on the same machine and takes CPU from the server; compare numbers from one run only.
+
+    python benchmarks/bench_server.py [--bundle BUNDLE] [--size 84] [--requests 2000] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from imitlab.deploy.bundle import deploy, probe_observations
+from imitlab.deploy.wire import encode_observation
+
+ENV_ID = "imitlab/LaneFollow-v0"
+HOST = "127.0.0.1"  # loopback only: the benchmark never exposes a server
+
+
+def build_bundle(folder: Path, size: int) -> Path:
+    """A deployed bundle of an untrained Nature-CNN driving policy (the gate at 0: only serving is measured)."""
+    import torch
+
+    from imitlab.demos.dataset import space_to_json
+    from imitlab.envs import make_env
+    from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
+
+    env_kwargs = {"image_size": size}
+    env = make_env(ENV_ID, **env_kwargs)
+    try:
+        metadata = {"env_id": ENV_ID, "env_kwargs": env_kwargs, "observation_space": space_to_json(env.observation_space),
+                    "action_space": space_to_json(env.action_space)}
+        state_dim, action_dim = env.observation_space["state"].shape[0], env.action_space.shape[0]
+    finally:
+        env.close()
+    torch.manual_seed(0)
+    policy = ImagePolicy(PolicyConfig(backbone="nature_cnn", pretrained=False, image_size=size, state_dim=state_dim,
+                                      action_dim=action_dim))
+    save_policy(policy, folder / "policy", metadata)
+    return deploy(folder / "policy", 0.0, episodes=2, out=folder / "bundle", workers=1, videos=0, progress=False).bundle
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_server(bundle: Path, port: int, max_concurrency: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "imitlab.cli", "serve", str(bundle), "--host", HOST, "--port",
+                             str(port), "--max-concurrency", str(max_concurrency), "--log-level", "warning"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{HOST}:{port}/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the server did not become ready")
+
+
+async def load(url: str, bodies: list[bytes], concurrency: int, requests: int, seconds: float) -> dict[str, float]:
+    """Send up to ``requests`` requests (or for ``seconds``) from ``concurrency`` workers; latency stats in ms."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    stop_at = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async def worker() -> None:
+            nonlocal sent
+            while sent < requests and time.monotonic() < stop_at:
+                body = bodies[sent % len(bodies)]
+                sent += 1
+                start = time.perf_counter()
+                response = await client.post("/act", content=body, headers={"content-type": "application/json"})
+                latencies.append((time.perf_counter() - start) * 1e3)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - begin
+    ok = statuses.get(200, 0)
+    return {"requests": len(latencies), "ok": ok, "refused_503": statuses.get(503, 0),
+            "other": len(latencies) - ok - statuses.get(503, 0), "rps": ok / elapsed,
+            "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="bundle to serve (default: build a Nature-CNN one)")
+    parser.add_argument("--size", type=int, default=84, help="camera size of the built bundle")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=2000, help="most requests per concurrency level")
+    parser.add_argument("--seconds", type=float, default=20.0, help="most seconds per concurrency level")
+    parser.add_argument("--max-concurrency", type=int, default=32, help="the server's --max-concurrency")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or build_bundle(Path(tmp), args.size)
+        from imitlab.deploy.spec import read_spec
+
+        spec = read_spec(bundle)
+        obs = probe_observations(spec["env_id"], spec["env_kwargs"], ("state", *spec["image_keys"]), limit=64)
+        bodies = [httpx.Request("POST", "/", json=encode_observation({k: v[i] for k, v in obs.items()},
+                                                                    spec["image_keys"])).content
+                  for i in range(len(obs["state"]))]
+        port = _free_port()
+        server = start_server(bundle, port, args.max_concurrency)
+        try:
+            url = f"http://{HOST}:{port}"
+            asyncio.run(load(url, bodies, 4, 100, 10))  # warm-up
+            print(f"{spec['policy_config']['backbone'] if 'policy_config' in spec else '?'} bundle, "
+                  f"{spec['image_size']} px, server --max-concurrency {args.max_concurrency}, loopback {HOST}")
+            print(f"{'concurrency':>11} {'requests':>8} {'ok':>6} {'503':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}")
+            for concurrency in args.concurrency:
+                r = asyncio.run(load(url, bodies, concurrency, args.requests, args.seconds))
+                print(f"{concurrency:>11} {r['requests']:>8} {r['ok']:>6} {r['refused_503']:>5} {r['rps']:>7.1f} "
+                      f"{r['p50']:>7.2f} {r['p99']:>7.2f}")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
