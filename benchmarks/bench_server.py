@@ -2,7 +2,7 @@
 
 Serves a Nature-CNN bundle (one is built from an untrained policy unless --bundle is given: serving cost does not
 depend on the weights) in a real uvicorn process on 127.0.0.1 and sends real LaneFollow observations (base64
-images) from an asyncio client with keep-alive connections. Each level is bounded by --requests and --seconds.
+images) over keep-alive connections from a minimal asyncio HTTP/1.1 client. Each level is bounded by --requests and --seconds.
 The client runs on the same machine and takes CPU from the server; compare numbers from one run only.
 
     python benchmarks/bench_server.py [--bundle BUNDLE] [--size 84] [--requests 2000] [--seconds 20]
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -75,27 +76,57 @@ def start_server(bundle: Path, port: int, max_concurrency: int) -> subprocess.Po
     raise SystemExit("the server did not become ready")
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int, requests: int, seconds: float) -> dict[str, float]:
-    """Send up to ``requests`` requests (or for ``seconds``) from ``concurrency`` workers; latency stats in ms."""
+class Connection:
+    """A keep-alive HTTP/1.1 connection speaking just enough of the protocol for POST /act: a client this small
+    costs far less CPU than the server it measures (a general client library would be the bottleneck)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+        self.reader, self.writer, self.port = reader, writer, port
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(HOST, port), port)
+
+    async def post(self, body: bytes) -> int:
+        head = (f"POST /act HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(port: int, bodies: list[bytes], concurrency: int, requests: int, seconds: float) -> dict[str, float]:
+    """Send up to ``requests`` requests (or for ``seconds``) over ``concurrency`` connections; latency in ms."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     sent = 0
     stop_at = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        async def worker() -> None:
-            nonlocal sent
-            while sent < requests and time.monotonic() < stop_at:
-                body = bodies[sent % len(bodies)]
-                sent += 1
-                start = time.perf_counter()
-                response = await client.post("/act", content=body, headers={"content-type": "application/json"})
-                latencies.append((time.perf_counter() - start) * 1e3)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    connections = [await Connection.open(port) for _ in range(concurrency)]
 
-        begin = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - begin
+    async def worker(connection: Connection) -> None:
+        nonlocal sent
+        while sent < requests and time.monotonic() < stop_at:
+            body = bodies[sent % len(bodies)]
+            sent += 1
+            start = time.perf_counter()
+            status = await connection.post(body)
+            latencies.append((time.perf_counter() - start) * 1e3)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - begin
+    for connection in connections:
+        connection.close()
     ok = statuses.get(200, 0)
     return {"requests": len(latencies), "ok": ok, "refused_503": statuses.get(503, 0),
             "other": len(latencies) - ok - statuses.get(503, 0), "rps": ok / elapsed,
@@ -117,19 +148,17 @@ def main() -> None:
 
         spec = read_spec(bundle)
         obs = probe_observations(spec["env_id"], spec["env_kwargs"], ("state", *spec["image_keys"]), limit=64)
-        bodies = [httpx.Request("POST", "/", json=encode_observation({k: v[i] for k, v in obs.items()},
-                                                                    spec["image_keys"])).content
+        bodies = [json.dumps(encode_observation({k: v[i] for k, v in obs.items()}, spec["image_keys"])).encode()
                   for i in range(len(obs["state"]))]
         port = _free_port()
         server = start_server(bundle, port, args.max_concurrency)
         try:
-            url = f"http://{HOST}:{port}"
-            asyncio.run(load(url, bodies, 4, 100, 10))  # warm-up
+            asyncio.run(load(port, bodies, 4, 100, 10))  # warm-up
             print(f"{spec['policy_config']['backbone'] if 'policy_config' in spec else '?'} bundle, "
                   f"{spec['image_size']} px, server --max-concurrency {args.max_concurrency}, loopback {HOST}")
             print(f"{'concurrency':>11} {'requests':>8} {'ok':>6} {'503':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}")
             for concurrency in args.concurrency:
-                r = asyncio.run(load(url, bodies, concurrency, args.requests, args.seconds))
+                r = asyncio.run(load(port, bodies, concurrency, args.requests, args.seconds))
                 print(f"{concurrency:>11} {r['requests']:>8} {r['ok']:>6} {r['refused_503']:>5} {r['rps']:>7.1f} "
                       f"{r['p50']:>7.2f} {r['p99']:>7.2f}")
         finally:

@@ -264,15 +264,20 @@ def serve(bundle: Path, host: str = "127.0.0.1", port: int = 8000, settings: Ser
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, or one line saying why not (port in use, address not on this machine)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        raise ImitlabError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    # proto must be IPPROTO_TCP (as getaddrinfo gives it): asyncio sets TCP_NODELAY only then, and without it
+    # every response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: rebinding after a restart is fine
     try:
-        sock.bind((host.strip("[]"), port))
+        sock.bind(address)
     except OSError as error:
         sock.close()
         reason = "address already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
         raise ImitlabError(f"cannot listen on {host}:{port}: {reason}") from None
     sock.set_inheritable(True)
     return sock
-
