@@ -43,6 +43,9 @@ def check_env_kwargs(env_id: str, env_class: type | None, kwargs: Mapping[str, A
             raise EnvArgumentError(f"{env_id}: {name}={value!r} must be of type {names}")
         if isinstance(value, float) and not math.isfinite(value):
             raise EnvArgumentError(f"{env_id}: {name}={value!r} is not a finite number")
+    modes = getattr(env_class, "metadata", {}).get("render_modes")
+    if kwargs.get("render_mode") is not None and modes is not None and kwargs["render_mode"] not in modes:
+        raise EnvArgumentError(f"{env_id}: render_mode={kwargs['render_mode']!r} is not one of {modes} (or null)")
     size = kwargs.get("image_size")
     if size is not None and not (isinstance(size, int) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
         raise EnvArgumentError(f"{env_id}: image_size={size!r} is not an integer from {MIN_IMAGE_SIZE} to "
