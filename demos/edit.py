@@ -35,8 +35,10 @@ class CopyResult:
 def new_dataset_folder(out: Path, inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Commands that derive a dataset write a new (or empty) folder, never an existing dataset or one of
     their inputs; if they fail halfway, what they wrote is removed, so no half-made dataset is left behind."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ImitlabError(f"{out} exists and is not an empty folder; choose a new folder for the output dataset")
+    if out.exists() and not out.is_dir():
+        raise ImitlabError(f"{out} is a file, not a folder; choose a new folder for the output dataset")
+    if out.exists() and any(out.iterdir()):
+        raise ImitlabError(f"{out} exists and is not empty; choose a new folder for the output dataset")
     for src in inputs:
         if out.resolve() == Path(src).resolve():
             raise ImitlabError(f"output {out} is also an input; choose a new folder")

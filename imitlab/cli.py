@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -15,20 +16,32 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Record expert demos, clone them into a pretrained-CNN policy, validate it in closed loop.")
 
 
+#: A value starting like JSON (list, object, quoted string, number, true/false/null) must be valid JSON.
+_LOOKS_LIKE_JSON = re.compile(r"\s*([\[{\"]|-?\d|(true|false|null)\s*$)")
+
+
 def _parse_env_kwargs(pairs: list[str], image_size: int | None) -> dict[str, Any]:
-    """``key=value`` pairs (values parsed as JSON when they parse) -> env constructor kwargs."""
+    """``key=value`` pairs -> env constructor kwargs. A value that looks like JSON is parsed strictly (a typo in
+    ``'cameras=["agentview",'`` is an error, not the string itself); any other value is a string."""
     kwargs: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ImitlabError(f"--env-arg expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        try:
-            kwargs[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        if not _LOOKS_LIKE_JSON.match(raw):
             kwargs[key] = raw
+            continue
+        try:
+            kwargs[key] = json.loads(raw, parse_constant=_reject_constant)
+        except ValueError as error:
+            raise ImitlabError(f"--env-arg {key}={raw!r}: not valid JSON ({error})") from None
     if image_size is not None:
         kwargs["image_size"] = image_size
     return kwargs
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
 
 
 @app.command()

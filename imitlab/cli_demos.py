@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from imitlab.errors import ImitlabError
+
+if TYPE_CHECKING:
+    from imitlab.demos.audit import AuditReport
 
 demos_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Inspect, audit, play, merge/split/filter and convert demonstration datasets.")
@@ -129,7 +132,7 @@ def audit_cmd(
 ) -> None:
     """Flag suspicious episodes (failed, too short/long, NaN/inf, saturated, jerky, idle, duplicates).
 
-    Findings are not errors: the exit code is 0 unless the dataset itself cannot be opened.
+    Findings are not errors: the exit code is 0 unless the dataset or one of its episode files cannot be read.
     """
     from imitlab.demos.audit import AuditConfig, audit
 
@@ -138,7 +141,15 @@ def audit_cmd(
     report = audit(_open(dataset), config)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
-        return
+    else:
+        _print_audit(report)
+    corrupt = sorted(report.flagged({"corrupt"}))
+    if corrupt:
+        raise ImitlabError(f"{len(corrupt)} episode file(s) cannot be read: {', '.join(corrupt[:5])}"
+                           f"{' ...' if len(corrupt) > 5 else ''}; the others were audited")
+
+
+def _print_audit(report: AuditReport) -> None:
     console = _console()
     if report.flags:
         table = Table(title=f"audit of {report.dataset}")
@@ -200,9 +211,13 @@ def split(
     """Write seeded train/valid masks (by episode) into the dataset's masks.json."""
     from imitlab.demos.edit import TRAIN_MASK, VALID_MASK, split as run_split
 
-    masks = run_split(_open(dataset), valid_fraction, seed, overwrite)
+    demos = _open(dataset)
+    masks = run_split(demos, valid_fraction, seed, overwrite)
     typer.echo(f"masks: {TRAIN_MASK} {len(masks[TRAIN_MASK])} episodes, {VALID_MASK} {len(masks[VALID_MASK])} "
                f"episodes -> {dataset / 'masks.json'}")
+    left_out = sorted({p.stem for p in demos.episode_paths()} - set(masks[TRAIN_MASK]) - set(masks[VALID_MASK]))
+    if left_out:
+        typer.echo(f"left out {len(left_out)} unreadable episode{'s' * (len(left_out) > 1)}: {', '.join(left_out)}")
 
 
 @demos_app.command("filter")

@@ -82,7 +82,7 @@ def test_merge_into_a_file_is_refused(dataset, tmp_path, monkeypatch, capsys):
     target = tmp_path / "merged.txt"
     target.write_text("keep me")
     code, _, err = run_cli(monkeypatch, capsys, "demos", "merge", str(dataset), str(other), "--out", str(target))
-    assert code == 1 and "not an empty folder" in one_error_line(err)
+    assert code == 1 and "is a file, not a folder" in one_error_line(err)
     assert target.read_text() == "keep me"
 
 
