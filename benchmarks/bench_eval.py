@@ -19,7 +19,9 @@ import argparse
 import resource
 import time
 
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, evaluate
+from imitlab.agents import resolve_agent
+from imitlab.core.seeds import HELD_OUT_SEED_START
+from imitlab.evaluation.evaluate import evaluate
 
 
 def _outcomes(summary) -> list[dict]:
@@ -44,7 +46,7 @@ def main() -> None:
     for workers in (1, args.workers):
         cpu_before = _children_cpu()
         start = time.perf_counter()
-        summary = evaluate(args.agent, seeds, env_id=env, workers=workers, progress=False)
+        summary = evaluate(resolve_agent(args.agent, env), seeds, workers=workers, progress=False)
         timings[workers] = time.perf_counter() - start
         cpu = _children_cpu() - cpu_before  # the pool's workers have exited, so their CPU time is counted
         outcomes[workers] = _outcomes(summary)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_keys import is_image_sequence
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
-from imitlab.errors import ImitlabError
 
 #: Every check's code, in the order reports list them.
 CHECKS = ("corrupt", "failed", "too_short", "too_long", "non_finite", "saturated", "jerky", "idle", "duplicate")
@@ -106,7 +107,7 @@ def _digest(path: Path) -> _EpisodeDigest:
         change = None
         for key in sorted(obs):
             ds = obs[key]
-            if ds.dtype == np.uint8 and ds.ndim == 4:
+            if is_image_sequence(ds):
                 frames = ds[()]
                 first.update(key.encode() + frames[:1].tobytes())
                 step = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 #: Gamepad axis magnitudes below this count as centred (sticks rarely rest exactly at 0).
 DEAD_ZONE = 0.15

@@ -44,9 +44,10 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from imitlab.errors import ImitlabError
-from imitlab.formats import read_format_document
-from imitlab.limits import MAX_OBJECT_KEYS, MAX_SPACE_ELEMENTS
+from imitlab.core.documents import read_format_document
+from imitlab.core.errors import ImitlabError
+from imitlab.core.limits import MAX_OBJECT_KEYS, MAX_SPACE_ELEMENTS
+from imitlab.core.observation_keys import is_image_sequence
 
 FORMAT = "imitlab-demos"
 FORMAT_VERSION = 1
@@ -56,6 +57,13 @@ EPISODE_DIR = "episodes"
 #: Top-level entries of every episode file; any other top-level array is optional per-step data.
 _STANDARD_ARRAYS = frozenset({"obs", "actions", "executed_actions", "rewards", "dones", "final_obs"})
 _EPISODE_NAME = re.compile(r"^demo_(\d{6,})\.hdf5$")
+#: Header fields that make episodes "of the same env", so they can be appended, merged or trained on together.
+ENV_FIELDS = ("env_id", "env_kwargs", "observation_space", "action_space")
+
+
+def env_difference(header: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """The first of :data:`ENV_FIELDS` on which two dataset headers differ (None: the same env)."""
+    return next((key for key in ENV_FIELDS if header.get(key) != other.get(key)), None)
 
 
 def space_to_json(space: spaces.Space) -> dict[str, Any]:
@@ -148,7 +156,7 @@ def write_episode_file(path: Path, episode: Episode) -> None:
     with h5py.File(tmp, "w") as f:
         obs = f.create_group("obs")
         for key, value in episode.obs.items():
-            if value.dtype == np.uint8 and value.ndim == 4:
+            if is_image_sequence(value):
                 chunk = (min(len(value), 16), *value.shape[1:])
                 obs.create_dataset(key, data=value, chunks=chunk, compression="gzip", compression_opts=4)
             else:
@@ -339,10 +347,9 @@ class DemoWriter:
                 raise ImitlabError(f"{self.path} exists and is not an imitlab dataset; choose an empty or new folder")
             self.path.mkdir(parents=True, exist_ok=True)
             _create_json(self.path / HEADER, header)
-        existing = DemoDataset(self.path).header
-        for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
-            if existing.get(key) != header[key]:
-                raise ImitlabError(f"{self.path} holds demos with a different {key}; record into a new folder instead")
+        key = env_difference(DemoDataset(self.path).header, header)
+        if key is not None:
+            raise ImitlabError(f"{self.path} holds demos with a different {key}; record into a new folder instead")
         (self.path / EPISODE_DIR).mkdir(exist_ok=True)
         paths = DemoDataset(self.path).episode_paths()
         self._next_index = int(_EPISODE_NAME.match(paths[-1].name).group(1)) + 1 if paths else 0

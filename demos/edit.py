@@ -14,9 +14,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.audit import CHECKS, AuditConfig, audit
-from imitlab.demos.dataset import DemoDataset, DemoWriter, file_attrs, open_episode_file
-from imitlab.errors import ImitlabError
+from imitlab.demos.dataset import DemoDataset, DemoWriter, env_difference, file_attrs, open_episode_file
 
 #: Masks ``split`` writes (robomimic's filter-key names).
 TRAIN_MASK, VALID_MASK = "train", "valid"
@@ -68,10 +68,10 @@ def merge(inputs: Sequence[Path], out: Path) -> CopyResult:
     datasets = [DemoDataset(p) for p in inputs]
     first = datasets[0]
     for other in datasets[1:]:
-        for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
-            if other.header.get(key) != first.header.get(key):
-                raise ImitlabError(f"cannot merge {other.path} into {first.path}: different {key} "
-                                   f"({other.header.get(key)!r} vs {first.header.get(key)!r})")
+        key = env_difference(first.header, other.header)
+        if key is not None:
+            raise ImitlabError(f"cannot merge {other.path} into {first.path}: different {key} "
+                               f"({other.header.get(key)!r} vs {first.header.get(key)!r})")
     paths = [path for dataset in datasets for path in dataset.episode_paths()]
     for path in paths:
         _check_readable(path)

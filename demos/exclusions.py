@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset, _write_atomic_json
-from imitlab.errors import ImitlabError
 
 EXCLUSIONS = "exclusions.json"
 

@@ -23,10 +23,11 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
+from imitlab.core.observation_keys import is_image_sequence, observation_kind
 from imitlab.demos.dataset import (DemoDataset, DemoWriter, Episode, file_attrs, open_episode_file,
                                    read_episode_file, space_from_json)
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.edit import new_dataset_folder
-from imitlab.errors import ImitlabError
 
 #: robomimic's ``EnvType.GYM_TYPE``: tells robomimic to build the env with ``gym.make(env_name, **env_kwargs)``.
 ROBOMIMIC_GYM_TYPE = 2
@@ -35,14 +36,10 @@ _DEMO_NAME = re.compile(r"^demo_(\d+)$")
 _LAYOUT_ATTRS = ("num_samples", "model_file", "imitlab_final_obs")
 
 
-def _is_image(value: np.ndarray) -> bool:
-    return value.dtype == np.uint8 and value.ndim == 4
-
-
 def _write_obs_group(group: h5py.Group, obs: dict[str, np.ndarray]) -> None:
     """Same storage as our episode files: images gzip-compressed in 16-frame chunks, the rest plain."""
     for key, value in obs.items():
-        if _is_image(value):
+        if is_image_sequence(value):
             group.create_dataset(key, data=value, chunks=(min(len(value), 16), *value.shape[1:]),
                                  compression="gzip", compression_opts=4)
         else:
@@ -106,7 +103,7 @@ def _inferred_spaces(group: h5py.Group) -> tuple[spaces.Dict, spaces.Box]:
     unbounded; actions are assumed normalised to [-1, 1], as robomimic's own datasets are."""
     obs: dict[str, spaces.Space] = {}
     for key, ds in group["obs"].items():
-        if ds.dtype == np.uint8 and ds.ndim == 4:
+        if is_image_sequence(ds):
             obs[key] = spaces.Box(0, 255, ds.shape[1:], np.uint8)
         else:
             obs[key] = spaces.Box(-np.inf, np.inf, ds.shape[1:], np.float32 if ds.dtype.kind == "f" else ds.dtype)
@@ -206,7 +203,7 @@ def imitation_observation_space(dataset: DemoDataset, channels_first: bool = Tru
     """The observation space of :func:`to_imitation_trajectories`' observations (images moved to (C, H, W))."""
     out = {}
     for key, space in dataset.observation_space.spaces.items():
-        if channels_first and space.dtype == np.uint8 and len(space.shape) == 3:
+        if channels_first and observation_kind(space) == "image":
             h, w, c = space.shape
             space = spaces.Box(0, 255, (c, h, w), np.uint8)
         out[key] = space
@@ -236,7 +233,7 @@ def to_imitation_trajectories(dataset: DemoDataset, mask: str | None = None, suc
         obs = {}
         for key, value in episode.obs.items():
             full = np.concatenate([value, final[key][None]])
-            obs[key] = np.ascontiguousarray(full.transpose(0, 3, 1, 2)) if channels_first and _is_image(full) else full
+            obs[key] = np.ascontiguousarray(full.transpose(0, 3, 1, 2)) if channels_first and is_image_sequence(full) else full
         trajectories.append(types.TrajectoryWithRew(
             obs=types.DictObs(obs),
             acts=episode.actions,

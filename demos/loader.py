@@ -32,10 +32,11 @@ import h5py
 import numpy as np
 import torch
 
-from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_keys import image_keys
+from imitlab.demos.dataset import DemoDataset, env_difference, file_attrs, open_episode_file
 from imitlab.demos.edit import VALID_MASK
 from imitlab.demos.exclusions import read_exclusions
-from imitlab.errors import ImitlabError
 from imitlab.policies.policy import state_statistics
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,9 @@ class DemoLoader:
         self.datasets = [datasets] if isinstance(datasets, DemoDataset) else list(datasets)
         first = self.datasets[0]
         for other in self.datasets[1:]:
-            for key in ("env_id", "env_kwargs", "observation_space", "action_space"):
-                if other.header.get(key) != first.header.get(key):
-                    raise ImitlabError(f"dataset {other.path} has a different {key} than {first.path}")
+            key = env_difference(first.header, other.header)
+            if key is not None:
+                raise ImitlabError(f"dataset {other.path} has a different {key} than {first.path}")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -134,7 +135,7 @@ class DemoLoader:
         obs_space = first.observation_space.spaces
         if "state" not in obs_space:
             raise ImitlabError(f"dataset {first.path} has no 'state' observation to train on")
-        self.image_shapes = {k: tuple(obs_space[k].shape) for k in sorted(obs_space) if k.endswith("image")}
+        self.image_shapes = {k: tuple(obs_space[k].shape) for k in image_keys(first.observation_space)}
         self.image_keys = tuple(self.image_shapes)
         self.state_dim = int(obs_space["state"].shape[0])
         self.action_dim = int(first.action_space.shape[0])

@@ -16,9 +16,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_keys import is_image_sequence
 from imitlab.demos.dataset import DemoDataset, Episode, read_episode_file
 from imitlab.envs import action_labels, env_class
-from imitlab.errors import ImitlabError
 from imitlab.evaluation.video import annotate_frame, write_mp4
 
 #: Height in pixels of the upscaled camera view in a stored-frames video.
@@ -53,7 +54,7 @@ def resolve_episodes(dataset: DemoDataset, selectors: Sequence[str]) -> list[Pat
 
 
 def _image_keys(episode: Episode) -> list[str]:
-    return sorted(k for k, v in episode.obs.items() if v.dtype == np.uint8 and v.ndim == 4)
+    return sorted(k for k, v in episode.obs.items() if is_image_sequence(v))
 
 
 def _caption(name: str, episode: Episode, step: int) -> str:

@@ -10,10 +10,11 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import DEMO_SEED_START
 from imitlab.demos.dataset import HEADER, DemoDataset, DemoWriter, Episode
 from imitlab.envs import make_env, make_expert
 from imitlab.envs.perturb import parse_names, random_severities
-from imitlab.errors import ImitlabError
 
 #: Maps an observation to an action (an expert's ``act``, a policy's ``predict``, a human's keys).
 ActionSource = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -92,7 +93,7 @@ def first_seed(out: str | Path, episodes: int, seed_start: int | None) -> int:
     if seed_start is None:
         if held:
             tqdm.write(f"{out} holds seeds up to {max(held)}: recording continues at seed {max(held) + 1}")
-        return max(held) + 1 if held else 0
+        return max(held) + 1 if held else DEMO_SEED_START
     taken = sorted(held & set(range(seed_start, seed_start + episodes)))
     if taken:
         raise ImitlabError(f"{out} already holds {len(taken)} of seeds {seed_start}..{seed_start + episodes - 1} "

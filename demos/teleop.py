@@ -21,10 +21,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_keys import image_keys_of_frames
 from imitlab.demos.controls import DrivingControls
 from imitlab.demos.dataset import DemoWriter
 from imitlab.demos.recorder import RecordSummary, collect_episode, first_seed
-from imitlab.errors import ImitlabError
 from imitlab.evaluation.video import annotate_frame
 
 WINDOW = "imitlab teleop"
@@ -146,7 +147,7 @@ def record_teleop(env_id: str, out: str | Path, episodes: int, seed_start: int |
         step = 0
 
         def frame(obs: dict[str, np.ndarray], caption: str) -> np.ndarray:
-            views = [obs[k] for k in sorted(obs) if k.endswith("image")]
+            views = [obs[k] for k in image_keys_of_frames(obs)]
             return annotate_frame(env.render(), views, driver.action, labels, caption)
 
         def new_episode() -> None:

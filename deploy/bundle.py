@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import DEMO_SEED_START, HELD_OUT_SEED_START
+from imitlab.deploy.agent import bundle_agent_spec
 from imitlab.deploy.export import INT8_MODES, export_onnx, parity_error, quantize_int8
 from imitlab.deploy.latency import latency_ms
 from imitlab.deploy.runtime import OnnxPolicy
 from imitlab.deploy.spec import FORMAT, FORMAT_VERSION, INT8_MODEL_FILE, MODEL_FILE, SPEC_FILE, VALIDATION_DIR
 from imitlab.envs import make_env, make_expert
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, EvalSummary, evaluate, policy_dir, write_report
+from imitlab.evaluation.evaluate import EvalSummary, evaluate, write_report
 from imitlab.evaluation.provenance import dataset_summary
 from imitlab.evaluation.stats import wilson_interval
 
@@ -56,7 +58,7 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
     Raises ImitlabError, writing nothing, when the bar is not met, the export does not match torch, or ``out``
     exists. With ``int8``, an int8 model is built and validated the same way; it ships only if it clears the bar too.
     """
-    from imitlab.policies.io import CONFIG_FILE, load_policy
+    from imitlab.policies.io import CONFIG_FILE, load_policy, policy_dir
 
     if not 0.0 <= min_success <= 1.0:
         raise ImitlabError(f"--min-success must be a fraction in [0, 1], got {min_success}")
@@ -85,11 +87,8 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
         if not parity <= PARITY_TOLERANCE:
             raise ImitlabError(f"deploy refused: the ONNX export differs from the torch policy by {parity:.2e} "
                                f"(tolerance {PARITY_TOLERANCE:g}); nothing written")
-        _write_spec(staging, spec)
-
-        summary = evaluate(str(staging), seeds, workers=workers, video_dir=staging / VALIDATION_DIR / "videos",
-                           videos=videos, progress=progress, label=f"{out} (fp32)")
-        _relabel(summary, f"{out} (fp32)", out)
+        summary = evaluate(bundle_agent_spec(staging, spec, "fp32", f"{out} (fp32)", out), seeds, workers=workers,
+                           video_dir=staging / VALIDATION_DIR / "videos", videos=videos, progress=progress)
         low, _ = wilson_interval(summary.successes, len(seeds))
         if low < min_success:
             raise ImitlabError(f"deploy refused: {_outcome(summary)} on held-out seeds {seeds[0]}..{seeds[-1]}; "
@@ -121,10 +120,9 @@ def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndar
     """Quantise, validate in closed loop on the same seeds, keep the file only if it clears the bar too."""
     path = quantize_int8(staging / MODEL_FILE, staging / INT8_MODEL_FILE, probe, mode)
     spec["models"]["int8"] = {**_file_entry(path), "scheme": mode}
-    _write_spec(staging, spec)
     model = OnnxPolicy(path, spec)
-    summary = evaluate(str(path), seeds, workers=workers, progress=progress, label=f"{out} (int8)")
-    _relabel(summary, f"{out} (int8)", out)
+    summary = evaluate(bundle_agent_spec(staging, spec, "int8", f"{out} (int8)", out), seeds, workers=workers,
+                       progress=progress)
     write_report(summary, staging / VALIDATION_DIR / "int8")
     latency["int8"] = latency_ms(model.predict, probe)
     low, _ = wilson_interval(summary.successes, len(seeds))
@@ -146,7 +144,8 @@ def probe_observations(env_id: str, env_kwargs: dict[str, Any], keys: tuple[str,
     env = make_env(env_id, **env_kwargs)
     try:
         expert = make_expert(env)
-        episodes = [collect_episode(env, expert.act, seed, on_reset=expert.reset) for seed in range(PROBE_EPISODES)]
+        seeds = range(DEMO_SEED_START, DEMO_SEED_START + PROBE_EPISODES)
+        episodes = [collect_episode(env, expert.act, seed, on_reset=expert.reset) for seed in seeds]
     finally:
         env.close()
     obs = {k: np.concatenate([e.obs[k] for e in episodes]) for k in keys}
@@ -207,12 +206,6 @@ def _file_entry(path: Path) -> dict[str, Any]:
 
 def _write_spec(folder: Path, spec: dict[str, Any]) -> None:
     (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-
-
-def _relabel(summary: EvalSummary, label: str, out: Path) -> None:
-    """Reports name the published bundle, not the temporary folder it was validated in."""
-    summary.agent = label
-    summary.policy["path"] = str(out)
 
 
 def _outcome(summary: EvalSummary) -> str:

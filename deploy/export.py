@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import torch
 
+from imitlab.core.errors import ImitlabError
 from imitlab.deploy.runtime import OnnxPolicy
-from imitlab.errors import ImitlabError
 from imitlab.policies import ImagePolicy
 
 #: ONNX opset: 17 runs on every onnxruntime >= 1.14.

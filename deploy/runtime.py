@@ -14,12 +14,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_check import check_observation
 from imitlab.deploy.spec import read_model, read_spec
-from imitlab.errors import ImitlabError
-
-
-class ObservationError(ImitlabError):
-    """An observation whose keys, shapes or dtypes do not match the bundle's inputs."""
 
 
 class OnnxPolicy:
@@ -59,29 +56,8 @@ class OnnxPolicy:
 
     def feeds(self, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
         """Check ``obs`` and turn it into batched session inputs; also says whether it was a single observation."""
-        missing = [k for k in ("state", *self.image_keys) if k not in obs]
-        if missing:
-            raise ObservationError(f"observation lacks keys {missing} the policy needs (has {sorted(obs)})")
-        first = np.asarray(obs[self.image_keys[0]])
-        single = first.ndim == 3
-        batch = 1 if single else (first.shape[0] if first.ndim == 4 else -1)
-        feeds: dict[str, np.ndarray] = {}
-        size = self.image_size
-        for key in self.image_keys:
-            image = np.asarray(obs[key])
-            expected = (size, size, 3) if single else (batch, size, size, 3)
-            if image.dtype != np.uint8 or image.shape != expected:
-                raise ObservationError(f"observation {key!r} is {image.dtype} {image.shape}, "
-                                       f"the policy expects uint8 {expected}")
-            feeds[key] = np.ascontiguousarray(image[None] if single else image)
-        try:
-            state = np.asarray(obs["state"], dtype=np.float32)
-        except (TypeError, ValueError) as error:
-            raise ObservationError(f"observation 'state' is not numeric ({error})") from error
-        expected_state = (self.state_dim,) if single else (batch, self.state_dim)
-        if state.shape != expected_state:
-            raise ObservationError(f"observation 'state' has shape {state.shape}, the policy expects {expected_state}")
-        return {"state": np.ascontiguousarray(state[None] if single else state), **feeds}, single
+        checked = check_observation(obs, self.image_keys, self.image_size, self.state_dim)
+        return {"state": checked.state, **checked.images}, checked.single
 
 
 def load_bundle(bundle: Path, model: str = "fp32", threads: int = 1) -> OnnxPolicy:

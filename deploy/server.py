@@ -30,14 +30,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_check import ObservationError
 from imitlab.deploy.http_guard import LOOPBACK_HOSTS, MIN_TOKEN_LENGTH, HttpGuard, is_loopback
 from imitlab.deploy.metrics import MetricsMiddleware, ServerMetrics, set_error_reason
 from imitlab.deploy.openapi import act_openapi, error_response, secure_openapi
-from imitlab.deploy.runtime import ObservationError, OnnxPolicy, load_bundle
+from imitlab.deploy.runtime import OnnxPolicy, load_bundle
 from imitlab.deploy.slots import InferenceSlots
 from imitlab.deploy.spec import public_spec
 from imitlab.deploy.wire import WireError, parse_observation
-from imitlab.errors import ImitlabError
 
 #: Bytes of JSON text allowed per image value (a nested list spends up to ~6 per value, e.g. "255, ") + slack.
 _BYTES_PER_VALUE = 8

@@ -17,10 +17,10 @@ import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from imitlab.errors import ImitlabError
-from imitlab.formats import read_format_document
-from imitlab.limits import (MAX_ACTION_DIM, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE, MAX_OBJECT_KEYS, MAX_STATE_DIM,
-                            size_problem)
+from imitlab.core.documents import read_format_document
+from imitlab.core.errors import ImitlabError
+from imitlab.core.limits import (MAX_ACTION_DIM, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE, MAX_OBJECT_KEYS, MAX_STATE_DIM,
+                                 size_problem)
 
 FORMAT = "imitlab-bundle"
 FORMAT_VERSION = 1

@@ -17,8 +17,8 @@ from typing import Any, Protocol  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
+from imitlab.core.errors import ImitlabError  # noqa: E402
 from imitlab.envs.kwargs import check_env_kwargs  # noqa: E402
-from imitlab.errors import ImitlabError  # noqa: E402
 
 #: Task id -> entry point; every id here is registered with Gymnasium on import.
 TASKS: dict[str, str] = {

@@ -14,8 +14,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from imitlab.errors import ImitlabError
-from imitlab.limits import MAX_IMAGE_SIZE
+from imitlab.core.errors import ImitlabError
+from imitlab.core.limits import MAX_IMAGE_SIZE
 
 #: Smallest camera image side: below this the scene is a few blurred pixels (the arm's cameras need 16 too).
 MIN_IMAGE_SIZE = 16

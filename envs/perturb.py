@@ -29,7 +29,7 @@ import cv2
 import mujoco
 import numpy as np
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 #: What each perturbation does; severity s scales it (see the module docstring for where each acts).

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from imitlab.evaluation.evaluate import EXPERT, EvalSummary, evaluate, resolve_agent
+from imitlab.evaluation.agent_spec import AgentSpec
+from imitlab.evaluation.evaluate import EvalSummary, evaluate
 from imitlab.evaluation.stats import wilson_interval
 
 
@@ -81,19 +82,12 @@ def comparison(a: EvalSummary, b: EvalSummary) -> dict[str, Any]:
     }
 
 
-def compare(agent_a: str, agent_b: str, seeds: Sequence[int], env_id: str | None = None, workers: int | None = None,
+def compare(agent_a: AgentSpec, agent_b: AgentSpec, seeds: Sequence[int], workers: int | None = None,
             progress: bool = True) -> dict[str, Any]:
-    """Evaluate both agents on ``seeds`` and compare them seed by seed.
-
-    The expert, when one side is ``expert``, runs in the other side's env configuration (camera size etc.).
-    """
-    env_kwargs: dict[str, Any] = {}
-    learned = [agent for agent in (agent_a, agent_b) if agent != EXPERT]
-    if learned:
-        spec = resolve_agent(learned[0], env_id)
-        env_id, env_kwargs = spec.env_id, spec.env_kwargs
-    a = evaluate(agent_a, seeds, env_id=env_id, env_kwargs=env_kwargs, workers=workers, progress=progress)
-    b = evaluate(agent_b, seeds, env_id=env_id, env_kwargs=env_kwargs, workers=workers, progress=progress)
+    """Evaluate both agents on ``seeds`` and compare them seed by seed (``imitlab.agents.resolve_pair`` makes
+    the pair, with the expert in the other side's env configuration)."""
+    a = evaluate(agent_a, seeds, workers=workers, progress=progress)
+    b = evaluate(agent_b, seeds, workers=workers, progress=progress)
     return comparison(a, b)
 
 

@@ -17,99 +17,14 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.envs import action_labels, make_env
 from imitlab.envs.perturb import parse_perturb
-from imitlab.errors import ImitlabError
+from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.provenance import policy_provenance
-from imitlab.evaluation.rollout import Agent, EpisodeResult, ExpertAgent, PolicyAgent, run_lockstep
+from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
-
-#: First seed of the held-out evaluation range (demos use 0.., training-time validation 500_000..).
-HELD_OUT_SEED_START = 1_000_000
-EXPERT = "expert"
-BUNDLE = "bundle"
-
-
-@dataclass
-class AgentSpec:
-    """What to evaluate: the expert, a saved policy folder or a deployment bundle; with the env it was trained for."""
-
-    kind: str
-    path: Path | None
-    env_id: str
-    env_kwargs: dict[str, Any]
-    train_seeds: list[int] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    model: str = "fp32"
-    """A bundle's model variant ("fp32" or "int8")."""
-
-
-def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None) -> AgentSpec:
-    """Turn ``expert``, a run/policy folder, a bundle folder or a bundle's ``.onnx`` file into an :class:`AgentSpec`."""
-    if agent == EXPERT:
-        if env_id is None:
-            raise ImitlabError("evaluating the expert needs --env")
-        return AgentSpec(EXPERT, None, env_id, dict(env_kwargs or {}))
-    bundle = _resolve_bundle(Path(agent))
-    if bundle is not None:
-        if env_id is not None and env_id != bundle.env_id:
-            raise ImitlabError(f"bundle {bundle.path} was validated on {bundle.env_id}, not {env_id}")
-        bundle.env_kwargs.update(env_kwargs or {})
-        return bundle
-    from imitlab.policies.io import load_policy
-
-    path = policy_dir(Path(agent))
-    _, md = load_policy(path)  # fail here, with one line, rather than inside every worker
-    spec_env = md.get("env_id")
-    if spec_env is None:
-        raise ImitlabError(f"{path / 'policy.json'} does not say which env the policy was trained on")
-    if env_id is not None and env_id != spec_env:
-        raise ImitlabError(f"policy {path} was trained on {spec_env}, not {env_id}")
-    kwargs = dict(md.get("env_kwargs", {}))
-    kwargs.update(env_kwargs or {})
-    return AgentSpec("policy", path, spec_env, kwargs, list(md.get("train_seeds", [])), md)
-
-
-def _resolve_bundle(path: Path) -> AgentSpec | None:
-    """A bundle folder (its fp32 model) or one of its model files (``BUNDLE/model.int8.onnx``); None otherwise."""
-    from imitlab.deploy.spec import MODEL_FILES, is_bundle, read_spec
-
-    folder, model = path, "fp32"
-    if path.suffix == ".onnx" and is_bundle(path.parent):
-        folder = path.parent
-        model = next((name for name, file in MODEL_FILES.items() if file == path.name), "")
-        if not model:
-            raise ImitlabError(f"{path} is not one of the bundle's models ({', '.join(MODEL_FILES.values())})")
-    if not is_bundle(folder):
-        return None
-    spec = read_spec(folder)
-    metadata = {**spec, "model_file": MODEL_FILES[model]}
-    return AgentSpec(BUNDLE, folder, spec["env_id"], dict(spec["env_kwargs"]), list(spec.get("train_seeds", [])),
-                     metadata, model)
-
-
-def policy_dir(path: Path) -> Path:
-    """A policy folder, given it or a training run folder that holds ``best/`` (or ``policy/``)."""
-    if not path.exists():
-        raise ImitlabError(f"policy not found: {path}")
-    for candidate in (path, path / "best", path / "policy"):
-        if (candidate / "policy.json").is_file():
-            return candidate
-    raise ImitlabError(f"no policy.json in {path} (expected a policy folder or a training run folder)")
-
-
-def build_agent(spec: AgentSpec) -> Agent:
-    if spec.kind == EXPERT:
-        return ExpertAgent()
-    if spec.kind == BUNDLE:
-        from imitlab.deploy.runtime import load_bundle
-
-        return PolicyAgent(load_bundle(spec.path, spec.model, threads=1).predict)
-    from imitlab.policies.io import load_policy
-
-    policy, _ = load_policy(spec.path)
-    return PolicyAgent(policy.predict)
-
 
 _worker: dict[str, Any] = {}
 
@@ -119,11 +34,11 @@ def _init_worker(spec: AgentSpec) -> None:
     core in every worker, and N workers then fight over the cores (measured: 2 workers ran slower than 1).
     Pixels do not depend on its thread count."""
     os.environ.setdefault("LP_NUM_THREADS", "1")
-    if spec.kind == "policy":
+    if spec.kind == POLICY:
         import torch
 
         torch.set_num_threads(1)
-    _worker["agent"] = build_agent(spec)
+    _worker["agent"] = spec.build()
     _worker["env"] = make_env(spec.env_id, render_mode="rgb_array", **spec.env_kwargs)
 
 
@@ -178,17 +93,14 @@ class EvalSummary:
         }
 
 
-def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kwargs: dict[str, Any] | None = None,
-             workers: int | None = None, video_dir: Path | None = None, videos: int = 0,
-             progress: bool = True, allow_train_seeds: bool = False, label: str | None = None) -> EvalSummary:
-    """Evaluate ``agent`` (``expert``, a policy/run folder or a bundle) on ``seeds``.
+def evaluate(spec: AgentSpec, seeds: Sequence[int], workers: int | None = None, video_dir: Path | None = None,
+             videos: int = 0, progress: bool = True, allow_train_seeds: bool = False) -> EvalSummary:
+    """Evaluate the agent ``spec`` describes (see ``imitlab.agents.resolve_agent``) on ``seeds``.
 
     ``videos`` mp4s go to ``video_dir``: of the best and worst episodes, alternately (so a success and a failure
     are both filmed when both occurred). They are chosen after the sweep and re-run with the camera on, which
-    reproduces the episode exactly because a result depends only on its seed. ``label`` names the agent on the
-    progress bars (default: ``agent``).
+    reproduces the episode exactly because a result depends only on its seed.
     """
-    spec = resolve_agent(agent, env_id, env_kwargs)
     parse_perturb(spec.env_kwargs.get("perturb"))  # a bad one fails here, in one line, not in every worker
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -202,19 +114,18 @@ def evaluate(agent: str, seeds: Sequence[int], env_id: str | None = None, env_kw
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(spec,)) as pool:
         futures = [pool.submit(_run_seed, s, None, False) for s in seeds]
-        bar = tqdm(as_completed(futures), total=len(futures), desc=f"eval {label or agent}", unit="ep",
-                   disable=not progress)
+        bar = tqdm(as_completed(futures), total=len(futures), desc=f"eval {spec.label}", unit="ep", disable=not progress)
         for future in bar:
             result = future.result()
             results[result.seed] = result
             bar.set_postfix(success=f"{sum(r.success for r in results.values())}/{len(results)}")
         if video_dir is not None and videos > 0:
             replays = [pool.submit(_run_seed, s, video_dir, True) for s in pick_video_seeds(list(results.values()), videos)]
-            for future in tqdm(replays, desc=f"videos {label or agent}", unit="ep", disable=not progress):
+            for future in tqdm(replays, desc=f"videos {spec.label}", unit="ep", disable=not progress):
                 _attach_video(results, future.result())
     episodes = [results[s] for s in seeds]
     action_dim = len(episodes[0].actions[0]) if episodes[0].actions else 0
-    return EvalSummary(agent=str(agent), env_id=spec.env_id, env_kwargs=spec.env_kwargs, episodes=episodes,
+    return EvalSummary(agent=spec.label, env_id=spec.env_id, env_kwargs=spec.env_kwargs, episodes=episodes,
                        policy=policy_provenance(spec.kind, spec.path, spec.metadata),
                        action_labels=action_labels(spec.env_id, action_dim))
 

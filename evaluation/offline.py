@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
 from imitlab.envs import env_class, make_env, make_expert
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import EXPERT, AgentSpec, build_agent
+from imitlab.evaluation.agent_spec import EXPERT, AgentSpec
 from imitlab.evaluation.rollout import PolicyAgent
 
 #: Frames per policy call.
@@ -105,7 +105,7 @@ def offline_metrics(spec: AgentSpec, seeds: Sequence[int] = (), dataset: Path | 
                                                                        f"{overlap[:5]})" if overlap else ""))
         obs, labels = frames if frames is not None else expert_frames(spec.env_id, spec.env_kwargs, seeds)
         used_seeds, source = [int(s) for s in seeds], "expert rollouts on held-out seeds"
-    agent = build_agent(spec)
+    agent = spec.build()
     assert isinstance(agent, PolicyAgent)
     actions = np.concatenate([np.asarray(agent.predict({k: v[i:i + BATCH] for k, v in obs.items()}), np.float32)
                               for i in range(0, len(labels), BATCH)])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 
 def dataset_summary(path: str | Path | None) -> dict[str, Any] | None:

@@ -23,11 +23,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.envs import make_env
 from imitlab.envs.perturb import PERTURBATIONS, SEVERITIES, parse_names, parse_perturb
-from imitlab.errors import ImitlabError
+from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.compare import paired_success
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, AgentSpec, build_agent, resolve_agent
 from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
 
@@ -68,11 +69,11 @@ _worker: dict[str, Any] = {}
 def _init_worker(specs: dict[str, AgentSpec], env_id: str, env_kwargs: dict[str, Any]) -> None:
     """One core per worker (see ``evaluation.evaluate._init_worker`` for why); one env for every cell."""
     os.environ.setdefault("LP_NUM_THREADS", "1")
-    if any(spec.kind == "policy" for spec in specs.values()):
+    if any(spec.kind == POLICY for spec in specs.values()):
         import torch
 
         torch.set_num_threads(1)
-    _worker["agents"] = {label: build_agent(spec) for label, spec in specs.items()}
+    _worker["agents"] = {label: spec.build() for label, spec in specs.items()}
     _worker["env"] = make_env(env_id, render_mode="rgb_array", **env_kwargs)
 
 
@@ -84,30 +85,24 @@ def _run_episode(label: str, cell: Cell, seed: int, video_dir: Path | None) -> t
     return label, cell, result
 
 
-def run_suite(agents: dict[str, str], perturbations: Sequence[str], severities: Sequence[int], seeds: Sequence[int],
-              workers: int | None = None, video_dir: Path | None = None, worst_videos: int = 3,
-              progress: bool = True, env_id: str | None = None,
-              env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``agents`` (label -> policy/run folder, bundle or ``expert``) in every cell on ``seeds``.
+def run_suite(specs: dict[str, AgentSpec], perturbations: Sequence[str], severities: Sequence[int],
+              seeds: Sequence[int], workers: int | None = None, video_dir: Path | None = None, worst_videos: int = 3,
+              progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``specs`` (label -> agent, in one env: ``imitlab.agents.resolve_agents``) in every cell on ``seeds``.
 
-    The first agent's env (id and kwargs, updated by ``env_kwargs``) is everyone's. ``worst_videos`` failing episodes of the cells with the
+    The first agent's env (id and kwargs) is everyone's. ``worst_videos`` failing episodes of the cells with the
     lowest success are filmed into ``video_dir``, re-run after the sweep (an episode depends only on its seed).
     """
-    if not agents:
+    if not specs:
         raise ImitlabError("the robustness suite needs at least one agent")
     cells = suite_cells(perturbations, severities)
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ImitlabError("the robustness suite needs at least one seed, and distinct seeds")
-    specs: dict[str, AgentSpec] = {}
-    for label, agent in agents.items():
-        specs[label] = resolve_agent(agent, env_id, env_kwargs)
-        env_id = env_id or specs[label].env_id
-        if specs[label].env_id != env_id:
-            raise ImitlabError(f"{agent} was trained on {specs[label].env_id}, the suite runs {env_id}")
-        overlap = sorted(set(seeds) & set(specs[label].train_seeds))
+    for spec in specs.values():
+        overlap = sorted(set(seeds) & set(spec.train_seeds))
         if overlap:
-            raise ImitlabError(f"suite seeds overlap the demonstration seeds of {agent} (e.g. {overlap[:5]}); "
+            raise ImitlabError(f"suite seeds overlap the demonstration seeds of {spec.label} (e.g. {overlap[:5]}); "
                                f"use held-out seeds (from {HELD_OUT_SEED_START})")
     first = next(iter(specs.values()))
     base_kwargs = {k: v for k, v in first.env_kwargs.items() if k != "perturb"}
@@ -122,7 +117,7 @@ def run_suite(agents: dict[str, str], perturbations: Sequence[str], severities: 
             label, cell, result = future.result()
             results[(label, cell, result.seed)] = result
             bar.set_postfix(cell=cell.label)
-        report = _report(specs, agents, first, base_kwargs, cells, seeds, results)
+        report = _report(specs, first, base_kwargs, cells, seeds, results)
         if video_dir is not None and worst_videos > 0:
             chosen = _worst_episodes(report, worst_videos)
             replays = [pool.submit(_run_episode, v["agent"], Cell(v["perturbation"], v["severity"]), v["seed"],
@@ -138,7 +133,7 @@ def run_suite(agents: dict[str, str], perturbations: Sequence[str], severities: 
     return report
 
 
-def _report(specs: dict[str, AgentSpec], agents: dict[str, str], first: AgentSpec, env_kwargs: dict[str, Any],
+def _report(specs: dict[str, AgentSpec], first: AgentSpec, env_kwargs: dict[str, Any],
             cells: list[Cell], seeds: list[int], results: dict[tuple[str, Cell, int], EpisodeResult]) -> dict[str, Any]:
     rows = []
     for label in specs:
@@ -155,7 +150,7 @@ def _report(specs: dict[str, AgentSpec], agents: dict[str, str], first: AgentSpe
             })
     report: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "env_id": first.env_id, "env_kwargs": env_kwargs,
-        "agents": dict(agents), "seeds": seeds, "perturbations": sorted({c.perturbation for c in cells} - {CLEAN},
+        "agents": {label: spec.label for label, spec in specs.items()}, "seeds": seeds, "perturbations": sorted({c.perturbation for c in cells} - {CLEAN},
                                                                       key=list(PERTURBATIONS).index),
         "severities": sorted({c.severity for c in cells} - {0}), "cells": rows, "videos": [],
     }

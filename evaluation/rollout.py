@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
+from imitlab.core.observation_keys import image_keys_of_frames
 from imitlab.envs import action_labels, make_expert
 from imitlab.evaluation.progress import RolloutBar
 from imitlab.evaluation.video import annotate_frame, write_mp4
@@ -155,6 +156,6 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
 
 
 def _video_frame(env: gym.Env, obs: dict[str, np.ndarray], action: np.ndarray, seed: int, step: int) -> np.ndarray:
-    views = [obs[k] for k in obs if k.endswith("image")]
+    views = [obs[k] for k in image_keys_of_frames(obs)]
     labels = action_labels(env.spec.id, len(action)) if env.spec else [f"a{i}" for i in range(len(action))]
     return annotate_frame(env.render(), views, action, labels, f"seed {seed}  step {step}")

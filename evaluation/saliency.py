@@ -26,12 +26,13 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm import tqdm
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.envs import action_labels, make_env
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, policy_dir
 from imitlab.evaluation.video import annotate_frame, write_mp4
 from imitlab.policies import ImagePolicy, load_policy
 from imitlab.policies.encoders import Lite0Encoder, NatureCNNEncoder
+from imitlab.policies.io import policy_dir
 
 METHODS = ("gradcam", "occlusion")
 #: Grey of an occluding patch (mid-range uint8).

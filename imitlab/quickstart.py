@@ -7,10 +7,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imitlab.agents import resolve_agent
+from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.demos.dataset import HEADER
 from imitlab.demos.recorder import record
 from imitlab.evaluation.compare import comparison, comparison_markdown
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, evaluate, markdown_report, write_report
+from imitlab.evaluation.evaluate import evaluate, markdown_report, write_report
 from imitlab.training.bc import TrainConfig, train
 
 
@@ -61,7 +63,7 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     summaries = []
     for name in runs:
         print(f"\n== evaluating {name} on {len(seeds)} held-out seeds ==")
-        summary = evaluate(str(out / name), seeds, video_dir=out / name / "eval" / "videos", videos=config.videos)
+        summary = evaluate(resolve_agent(str(out / name)), seeds, video_dir=out / name / "eval" / "videos", videos=config.videos)
         write_report(summary, out / name / "eval")
         summaries.append(summary)
     paired = comparison(*summaries)

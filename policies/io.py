@@ -12,8 +12,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from imitlab.errors import ImitlabError
-from imitlab.formats import read_format_document
+from imitlab.core.documents import read_format_document
+from imitlab.core.errors import ImitlabError
 from imitlab.policies.policy import ImagePolicy, PolicyConfig
 
 FORMAT = "imitlab-policy"
@@ -67,6 +67,16 @@ def load_policy(directory: Path) -> tuple[ImagePolicy, dict[str, Any]]:
     policy.load_state_dict(state, strict=True)
     policy.eval()
     return policy, metadata
+
+
+def policy_dir(path: Path) -> Path:
+    """A policy folder, given it or a training run folder that holds ``best/`` (or ``policy/``)."""
+    if not path.exists():
+        raise ImitlabError(f"policy not found: {path}")
+    for candidate in (path, path / "best", path / "policy"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise ImitlabError(f"no {CONFIG_FILE} in {path} (expected a policy folder or a training run folder)")
 
 
 def read_policy_metadata(directory: Path) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from imitlab.errors import ImitlabError
-from imitlab.limits import (MAX_ACTION_DIM, MAX_HEAD_LAYERS, MAX_HEAD_WIDTH, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE,
-                            MAX_KEYPOINTS, MAX_STATE_DIM, size_problem)
+from imitlab.core.errors import ImitlabError
+from imitlab.core.limits import (MAX_ACTION_DIM, MAX_HEAD_LAYERS, MAX_HEAD_WIDTH, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE,
+                                 MAX_KEYPOINTS, MAX_STATE_DIM, size_problem)
+from imitlab.core.observation_check import check_observation
 from imitlab.policies.encoders import BACKBONES, POOLINGS, make_encoder
 
 
@@ -187,18 +188,11 @@ class ImagePolicy(nn.Module):
     @torch.no_grad()
     def predict(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Numpy observation dict (single or batched) -> float32 actions, (A,) or (B, A); runs in eval mode."""
-        keys = self.config.image_keys
-        missing = [k for k in (*keys, "state") if k not in obs]
-        if missing:
-            raise ImitlabError(f"observation lacks keys {missing} the policy needs (has {sorted(obs)})")
-        single = np.ndim(obs[keys[0]]) == 3
+        config = self.config
+        checked = check_observation(obs, config.image_keys, config.image_size, config.state_dim)
         device = self.state_mean.device
-        images = [self._image_tensor(k, obs[k], single).to(device) for k in keys]
-        state = np.asarray(obs["state"], dtype=np.float32)
-        expected_state = (self.config.state_dim,) if single else (images[0].shape[0], self.config.state_dim)
-        if state.shape != expected_state:
-            raise ImitlabError(f"observation 'state' has shape {state.shape}, the policy expects {expected_state}")
-        state_t = torch.from_numpy(state[None] if single else state).to(device)
+        images = [torch.from_numpy(checked.images[k]).to(device) for k in config.image_keys]
+        state_t = torch.from_numpy(checked.state).to(device)
         was_training = self.training
         self.eval()
         try:
@@ -206,17 +200,7 @@ class ImagePolicy(nn.Module):
         finally:
             self.train(was_training)
         out = actions.cpu().numpy()
-        return out[0] if single else out
-
-    def _image_tensor(self, key: str, image: np.ndarray, single: bool) -> Tensor:
-        image = np.asarray(image)
-        size = self.config.image_size
-        expected = (size, size, 3) if single else (image.shape[0], size, size, 3)
-        if image.dtype != np.uint8 or image.shape != expected:
-            raise ImitlabError(
-                f"observation {key!r} is {image.dtype} {image.shape}, the policy expects uint8 {expected}"
-            )
-        return torch.from_numpy(np.ascontiguousarray(image[None] if single else image))
+        return out[0] if checked.single else out
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Encoder parameters (for a lower fine-tuning learning rate)."""

@@ -7,9 +7,10 @@ import json
 import numpy as np
 
 from imitlab.demos.dataset import DemoDataset
+from imitlab.core.seeds import DAGGER_SEED_START
 from imitlab.envs import make_env, make_expert
 from imitlab.training.bc import TrainConfig
-from imitlab.training.dagger import DAGGER_SEED_START, DaggerConfig, run_dagger
+from imitlab.training.dagger import DaggerConfig, run_dagger
 
 from conftest import TINY_ENV_ID, TINY_ENV_KWARGS
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset, DemoWriter, Episode, space_from_json, space_to_json
-from imitlab.errors import ImitlabError
 
 OBS_SPACE = spaces.Dict({
     "image": spaces.Box(0, 255, (8, 8, 3), np.uint8),

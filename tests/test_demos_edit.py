@@ -7,10 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset, DemoWriter
 from imitlab.demos.edit import filter_dataset, merge, split
 from imitlab.demos.synthetic import action_space, observation_space, synthetic_episode, synthetic_writer
-from imitlab.errors import ImitlabError
 
 
 def _fingerprint(folder) -> dict[str, str]:

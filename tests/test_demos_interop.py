@@ -11,8 +11,8 @@ import pytest
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.interop import (export_robomimic, import_robomimic, imitation_observation_space,
                                    to_imitation_trajectories)
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.synthetic import synthetic_episode, synthetic_writer
-from imitlab.errors import ImitlabError
 
 
 @pytest.fixture

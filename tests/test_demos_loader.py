@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.loader import DemoLoader
 from imitlab.demos.synthetic import synthetic_episode, synthetic_writer
-from imitlab.errors import ImitlabError
 
 LENGTHS = [17, 23, 9, 30, 12, 25]
 

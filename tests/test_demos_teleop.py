@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos import teleop
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.teleop import KeyboardDriver, check_display, record_teleop
-from imitlab.errors import ImitlabError
 
 UP_ARROW = 65362
 

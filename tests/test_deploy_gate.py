@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.recorder import record
 from imitlab.deploy.bundle import deploy
 from imitlab.deploy.spec import INT8_MODEL_FILE, MODEL_FILE, SPEC_FILE, read_spec
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, evaluate
+from imitlab.agents import resolve_agent
+from imitlab.core.seeds import HELD_OUT_SEED_START
+from imitlab.evaluation.evaluate import evaluate
 from imitlab.evaluation.stats import wilson_interval
 from imitlab.policies import ImagePolicy, load_policy, save_policy
 from imitlab.training.bc import TrainConfig, train
@@ -51,7 +53,7 @@ def policies(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def torch_result(policies) -> dict:
     """The torch policy's closed-loop result on the validation seeds, and the bar it supports."""
-    summary = evaluate(str(policies["trained"]), SEEDS, workers=2, progress=False)
+    summary = evaluate(resolve_agent(str(policies["trained"])), SEEDS, workers=2, progress=False)
     if summary.successes == 0:
         pytest.fail("the fixture policy succeeded on no validation seed; the gate test needs one that sometimes does")
     bar, _ = wilson_interval(summary.successes, EPISODES)
@@ -109,7 +111,7 @@ def test_validation_report_films_a_success_and_a_failure(accepted):
 
 
 def test_the_evaluator_runs_a_bundle(accepted):
-    summary = evaluate(str(accepted.bundle), SEEDS[:2], workers=2, progress=False)
+    summary = evaluate(resolve_agent(str(accepted.bundle)), SEEDS[:2], workers=2, progress=False)
     per_seed = accepted.spec["validation"]["fp32"]["per_seed_success"]
     assert [e.success for e in summary.episodes] == [per_seed[str(s)] for s in SEEDS[:2]]
     assert summary.to_json()["policy"]["kind"] == "bundle"

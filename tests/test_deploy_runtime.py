@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_check import ObservationError
 from imitlab.demos.dataset import DemoDataset
 from imitlab.deploy.export import export_onnx, parity_error, quantize_int8
-from imitlab.deploy.runtime import ObservationError, OnnxPolicy, load_bundle
-from imitlab.deploy.spec import INT8_MODEL_FILE, SPEC_FILE, read_spec
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import policy_dir, resolve_agent
+from imitlab.deploy.runtime import OnnxPolicy, load_bundle
+from imitlab.deploy.spec import INT8_MODEL_FILE, MODEL_FILE, SPEC_FILE, read_spec
+from imitlab.agents import resolve_agent
 from imitlab.policies import ImagePolicy, PolicyConfig, load_policy
+from imitlab.policies.io import policy_dir
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +112,8 @@ def test_bundle_loading_errors_are_one_line(bundle, tmp_path):
 
 def test_the_evaluator_resolves_bundles_and_their_model_files(bundle):
     assert resolve_agent(str(bundle)).kind == "bundle"
-    assert resolve_agent(str(bundle)).model == "fp32"
-    assert resolve_agent(str(bundle / INT8_MODEL_FILE)).model == "int8"
+    assert resolve_agent(str(bundle)).metadata["model_file"] == MODEL_FILE
+    assert resolve_agent(str(bundle / INT8_MODEL_FILE)).metadata["model_file"] == INT8_MODEL_FILE
     with pytest.raises(ImitlabError, match="not one of the bundle's models"):
         resolve_agent(str(bundle / "other.onnx"))
     with pytest.raises(ImitlabError, match="validated on"):

@@ -17,9 +17,9 @@ from imitlab.deploy.bundle import deploy, probe_observations
 from imitlab.deploy.export import parity_error
 from imitlab.deploy.runtime import load_bundle
 from imitlab.deploy.spec import MODEL_FILE, SPEC_FILE
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import policy_dir
-from imitlab.limits import MAX_DOCUMENT_BYTES
+from imitlab.core.errors import ImitlabError
+from imitlab.policies.io import policy_dir
+from imitlab.core.limits import MAX_DOCUMENT_BYTES
 from imitlab.policies import load_policy, save_policy
 from imitlab.policies.io import CONFIG_FILE
 

@@ -15,8 +15,10 @@ from gymnasium import spaces
 from typer.testing import CliRunner
 
 from imitlab.cli import app
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, evaluate, pick_video_seeds
+from imitlab.core.errors import ImitlabError
+from imitlab.agents import resolve_agent
+from imitlab.core.seeds import HELD_OUT_SEED_START
+from imitlab.evaluation.evaluate import evaluate, pick_video_seeds
 from imitlab.evaluation.html_report import html_report
 from imitlab.evaluation.rollout import EpisodeResult, PolicyAgent, run_lockstep
 
@@ -40,7 +42,7 @@ def cli_report(tiny_run: Path, tmp_path_factory) -> Path:
 
 def test_per_seed_results_do_not_depend_on_worker_count(tiny_run: Path, cli_report: Path):
     two_workers = json.loads((cli_report / "report.json").read_text())["per_episode"]
-    one_worker = evaluate(str(tiny_run), SEEDS, workers=1, progress=False).to_json()["per_episode"]
+    one_worker = evaluate(resolve_agent(str(tiny_run)), SEEDS, workers=1, progress=False).to_json()["per_episode"]
     assert [e["seed"] for e in two_workers] == SEEDS
     assert [_comparable(e) for e in two_workers] == [_comparable(e) for e in one_worker]
     assert all(e["actions"] for e in one_worker)  # the comparison covers every action of every episode
@@ -129,4 +131,4 @@ def test_html_report_renders_without_videos_or_provenance():
 
 def test_evaluate_rejects_repeated_seeds():
     with pytest.raises(ImitlabError, match="distinct"):
-        evaluate("expert", [5, 5], env_id="imitlab/LaneFollow-v0", progress=False)
+        evaluate(resolve_agent("expert", "imitlab/LaneFollow-v0"), [5, 5], progress=False)

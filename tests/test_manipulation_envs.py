@@ -8,11 +8,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from imitlab.core.errors import ImitlabError
 from imitlab.envs import make_env, make_expert
 from imitlab.envs.manipulation import PickPlaceEnv, PushEnv, ReachEnv
 from imitlab.envs.manipulation.arm_env import STATE_DIM, STATE_LAYOUT, ArmEnv
 from imitlab.envs.manipulation.tasks import BLOCK_HALF
-from imitlab.errors import ImitlabError
 
 SIZE = 32
 TASKS = {"imitlab/Reach-v0": ReachEnv, "imitlab/Push-v0": PushEnv, "imitlab/PickPlace-v0": PickPlaceEnv}

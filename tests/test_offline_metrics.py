@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from imitlab.errors import ImitlabError
-from imitlab.evaluation.evaluate import EvalSummary, resolve_agent, write_report
+from imitlab.agents import resolve_agent
+from imitlab.core.errors import ImitlabError
+from imitlab.evaluation.evaluate import EvalSummary, write_report
 from imitlab.evaluation.offline import classification_metrics, decisions_of, discretise, offline_metrics
 from imitlab.evaluation.rollout import EpisodeResult
 

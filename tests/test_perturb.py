@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset, read_episode_file
 from imitlab.demos.play import play
 from imitlab.demos.recorder import record
 from imitlab.envs import make_env
 from imitlab.envs.perturb import DYNAMICS, PERTURBATIONS, VISUAL, parse_names, parse_perturb, random_severities
-from imitlab.errors import ImitlabError
 
 PUSH = ("imitlab/Push-v0", {"image_size": 48})
 DRIVE = ("imitlab/LaneFollow-v0", {"image_size": 48, "route_length": 40.0})

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset
 from imitlab.envs import make_env, make_expert
-from imitlab.errors import ImitlabError
+from imitlab.agents import resolve_agent
+from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.evaluation.evaluate import evaluate
 from imitlab.policies import load_policy
 from imitlab.quickstart import QuickstartConfig, run_quickstart
@@ -59,11 +61,11 @@ def test_training_keeps_best_by_rollout_and_records_provenance(tiny_run):
 
 def test_evaluation_refuses_demonstration_seeds(tiny_run):
     with pytest.raises(ImitlabError, match="overlap"):
-        evaluate(str(tiny_run), [2, 3], progress=False)
+        evaluate(resolve_agent(str(tiny_run)), [2, 3], progress=False)
 
 
 def test_expert_evaluation_writes_videos(tmp_path):
-    summary = evaluate("expert", [1_000_000], env_id=TINY_ENV_ID, env_kwargs=TINY_ENV_KWARGS, workers=1,
+    summary = evaluate(resolve_agent("expert", TINY_ENV_ID, TINY_ENV_KWARGS), [HELD_OUT_SEED_START], workers=1,
                        video_dir=tmp_path, videos=1, progress=False)
     assert summary.episodes[0].success
     video = Path(summary.episodes[0].video)

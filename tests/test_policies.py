@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 from imitlab.policies import (
     ImagePolicy,
     Lite0Encoder,

@@ -7,10 +7,10 @@ import multiprocessing
 
 import pytest
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.recorder import record
 from imitlab.demos.synthetic import synthetic_episode, synthetic_writer
-from imitlab.errors import ImitlabError
 
 ENV_ID = "imitlab/LaneFollow-v0"
 #: A small camera and a 1.5 s time limit: an episode takes a fraction of a second.

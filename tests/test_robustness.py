@@ -8,8 +8,9 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
+from imitlab.agents import resolve_agents
 from imitlab.cli import app
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 from imitlab.evaluation.robustness import CLEAN, run_suite, suite_cells, write_suite_report
 
 
@@ -20,10 +21,10 @@ def _episodes(report):
 def test_suite_is_identical_for_any_worker_count_and_pairs_the_seeds(tiny_run, tmp_path):
     agents = {"a": str(tiny_run), "b": str(tiny_run)}
     short = {"time_limit_s": 3.0}  # 30 steps: a tiny policy rarely leaves the road sooner
-    one = run_suite(agents, ["noise", "camera_pose"], [5], [1_000_000, 1_000_001], workers=1,
-                    video_dir=tmp_path / "videos", worst_videos=1, progress=False, env_kwargs=short)
-    two = run_suite(agents, ["noise", "camera_pose"], [5], [1_000_000, 1_000_001], workers=2, progress=False,
-                    env_kwargs=short)
+    specs = resolve_agents(agents, env_kwargs=short)
+    one = run_suite(specs, ["noise", "camera_pose"], [5], [1_000_000, 1_000_001], workers=1,
+                    video_dir=tmp_path / "videos", worst_videos=1, progress=False)
+    two = run_suite(specs, ["noise", "camera_pose"], [5], [1_000_000, 1_000_001], workers=2, progress=False)
     assert _episodes(one) == _episodes(two)
     cells = _episodes(one)
     assert set(cells) == {(a, p, s) for a in "ab" for p, s in ((CLEAN, 0), ("noise", 5), ("camera_pose", 5))}

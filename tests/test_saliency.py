@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset
-from imitlab.errors import ImitlabError
 from imitlab.evaluation.saliency import attribution, explain, randomization_check, rank_correlation
 from imitlab.policies import load_policy
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from imitlab.deploy.runtime import load_bundle
 from imitlab.deploy.server import ServerSettings, build_app, create_app, serve
 from imitlab.deploy.wire import encode_observation
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 TOKEN = "guard-test-token-0123456789abcdef"
 

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from imitlab.cli import app as cli_app
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.controls import ArmControls, DrivingControls, controls_for, dead_zone
 from imitlab.demos.dataset import DemoDataset, read_episode_file
 from imitlab.demos.exclusions import EXCLUSIONS, read_exclusions, set_excluded
 from imitlab.demos.loader import DemoLoader
-from imitlab.errors import ImitlabError
 from imitlab.studio.app import create_app
 from imitlab.studio.session import TeleopSession
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from imitlab.cli import app
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 from imitlab.training.study import StudyConfig, offline_correlation
 
 ARGS = ["study", "data-efficiency", "--env", "imitlab/Reach-v0", "--demos", "1,2", "--backbones", "nature_cnn",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.recorder import record
 from imitlab.demos.synthetic import synthetic_episode, synthetic_writer
-from imitlab.errors import ImitlabError
 from imitlab.policies import ImagePolicy, load_policy, state_statistics
 from imitlab.training.bc import TrainConfig, train
 

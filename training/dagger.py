@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from imitlab.core.seeds import DAGGER_SEED_START
 from imitlab.demos.dataset import DemoDataset, DemoWriter
 from imitlab.demos.recorder import collect_episode
 from imitlab.envs import make_env, make_expert
 from imitlab.policies import load_policy
 from imitlab.training.bc import DAGGER_SOURCE, TrainConfig, train
-
-#: First seed of DAgger's own rollouts (demos use 0.., validation 500_000.., held-out evaluation 1_000_000..).
-DAGGER_SEED_START = 200_000
+from imitlab.training.checkpoints import rollout_score
 
 
 @dataclass
@@ -87,7 +86,7 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
             (out / "dagger_log.json").write_text(json.dumps(log, indent=2, default=str))
     finally:
         env.close()
-    chosen = max(log["rounds"], key=lambda r: (r["bc"]["rollout"]["success_rate"], r["bc"]["rollout"]["mean_return"]))
+    chosen = max(log["rounds"], key=lambda r: rollout_score(r["bc"]["rollout"]))
     shutil.rmtree(out / "best", ignore_errors=True)
     shutil.copytree(out / f"round_{chosen['round']}" / "best", out / "best")
     log["chosen_round"] = chosen["round"]

@@ -28,16 +28,18 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.demos.dataset import EPISODE_DIR, DemoDataset, DemoWriter
 from imitlab.demos.recorder import record
 from imitlab.envs.perturb import parse_names, parse_perturb
-from imitlab.errors import ImitlabError
+from imitlab.evaluation.agent_spec import AgentSpec, policy_spec
 from imitlab.evaluation.compare import paired_success
-from imitlab.evaluation.evaluate import HELD_OUT_SEED_START, resolve_agent
 from imitlab.evaluation.offline import expert_frames, offline_metrics
 from imitlab.evaluation.robustness import CLEAN, run_suite
 from imitlab.evaluation.stats import wilson_interval
 from imitlab.policies.encoders import BACKBONES
+from imitlab.policies.io import policy_dir
 from imitlab.training.bc import TrainConfig, train
 
 FORMAT = "imitlab-study"
@@ -100,6 +102,12 @@ class StudyCell:
     @property
     def name(self) -> str:
         return f"{self.backbone}_n{self.demos:04d}_s{self.train_seed}"
+
+
+def _run_spec(out: Path, name: str) -> AgentSpec:
+    """The trained policy of one cell, for evaluation."""
+    run = out / "runs" / name
+    return policy_spec(policy_dir(run), str(run))
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -172,16 +180,16 @@ def run_study(config: StudyConfig, progress: bool = True) -> dict[str, Any]:
     if todo:
         frames = None
         if config.offline_episodes:
-            spec = resolve_agent(str(out / "runs" / todo[0].name))
+            spec = _run_spec(out, todo[0].name)
             frames = expert_frames(spec.env_id, spec.env_kwargs, seeds[:config.offline_episodes])
-        suite = run_suite({c.name: str(out / "runs" / c.name) for c in todo}, list(config.perturbations),
+        suite = run_suite({c.name: _run_spec(out, c.name) for c in todo}, list(config.perturbations),
                           [config.severity] if config.perturbations else [], seeds,
                           workers=config.workers or None, worst_videos=0, progress=progress)
         for cell in todo:
             rows = [r for r in suite["cells"] if r["agent"] == cell.name]
             offline = None
             if frames is not None:
-                offline = offline_metrics(resolve_agent(str(out / "runs" / cell.name)),
+                offline = offline_metrics(_run_spec(out, cell.name),
                                           seeds[:config.offline_episodes], frames=frames)
             _write_json(results_dir / f"{cell.name}.json", {
                 **asdict(cell),

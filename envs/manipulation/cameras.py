@@ -11,7 +11,7 @@ from collections.abc import Callable
 import mujoco
 import numpy as np
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 VIDEO_CAMERA = "agentview"
 VIDEO_SIZE = (240, 320)  # height, width

@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from imitlab.core.errors import ImitlabError
 from imitlab.envs.car import CONTROL_HZ, HALF_LENGTH, STATE_HIGH, STATE_LOW, Car
 from imitlab.envs.rendering import set_fog, sharpen_texture, upload_texture
 from imitlab.envs.road import ROAD_WIDTH
@@ -24,7 +25,6 @@ from imitlab.envs.town.planner import COMMAND_NAMES, Route, impossible_reason, r
 from imitlab.envs.town.scene import build_scene
 from imitlab.envs.town.traffic import RED, Mover, Traffic, TrafficLights, car_points
 from imitlab.envs.town.weather import Weather, resolve
-from imitlab.errors import ImitlabError
 
 if TYPE_CHECKING:
     from imitlab.envs.town.expert import TownExpert

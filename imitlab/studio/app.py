@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 from imitlab.studio import review, runs, teleop_ws
 
 STATIC = Path(str(files("imitlab.studio") / "static"))

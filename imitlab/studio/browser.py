@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 
 def chromium_paths() -> tuple[str, str] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 #: Folders never searched for datasets and runs.
 _SKIP = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache"}

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.audit import audit
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
 from imitlab.demos.edit import TRAIN_MASK, VALID_MASK, split
 from imitlab.demos.exclusions import read_exclusions, set_excluded
 from imitlab.envs import action_labels
-from imitlab.errors import ImitlabError
 from imitlab.studio.paths import find_folders, resolve_inside
 from imitlab.studio.session import encode_jpeg
 

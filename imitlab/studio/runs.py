@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 from imitlab.studio.paths import find_folders, resolve_inside
 
 router = APIRouter()

@@ -14,10 +14,10 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.controls import ArmControls, ControlScheme, controls_for
 from imitlab.demos.dataset import DemoWriter, Episode
 from imitlab.envs import action_labels, make_env, make_expert
-from imitlab.errors import ImitlabError
 
 #: Who produced a step's action, as stored in the episode's ``intervention`` array.
 HUMAN, EXPERT = 1, 0

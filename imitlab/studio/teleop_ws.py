@@ -27,8 +27,8 @@ from typing import Any, Callable, TypeVar
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from imitlab.core.errors import ImitlabError
 from imitlab.demos.controls import dead_zone
-from imitlab.errors import ImitlabError
 from imitlab.studio.paths import resolve_inside
 from imitlab.studio.session import TeleopSession, encode_jpeg
 

@@ -1,4 +1,4 @@
-"""The ``imitlab studio`` command: serve the studio on 127.0.0.1 and print its URL."""
+"""``imitlab studio``: serve the studio on 127.0.0.1 and print its URL."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
+from imitlab.core.errors import ImitlabError
 
-def studio(
+
+def studio_cmd(
     root: Path = typer.Option(Path("."), help="Folder whose datasets and runs the studio shows, and where it saves."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (keep 127.0.0.1 unless you know why)."),
     port: int = typer.Option(8765, min=0, max=65535, help="Port (0: any free one)."),
@@ -16,7 +18,6 @@ def studio(
     """Teleoperate tasks in the browser, review and curate datasets, compare runs."""
     import uvicorn
 
-    from imitlab.errors import ImitlabError
     from imitlab.studio.app import create_app
 
     if not root.is_dir():
@@ -32,6 +33,3 @@ def studio(
     server = uvicorn.Server(uvicorn.Config(create_app(root), log_level="warning", ws_max_size=1 << 20))
     server.run(sockets=[sock])
 
-
-def register(app: typer.Typer) -> None:
-    app.command()(studio)

@@ -1,5 +1,5 @@
-"""CLI commands that ask whether a policy earns its place: ``robustness`` (distribution shifts), ``explain``
-(saliency videos) and ``study`` (data efficiency sweeps)."""
+"""``imitlab robustness`` (distribution shifts), ``imitlab explain`` (saliency videos) and ``imitlab study``
+(data efficiency sweeps): does a policy earn its place."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ from typing import Optional
 
 import typer
 
-from imitlab.errors import ImitlabError
+from imitlab.cli.env_args import parse_env_kwargs
+from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import HELD_OUT_SEED_START
 
-#: evaluation.evaluate.HELD_OUT_SEED_START, repeated so that `imitlab --help` imports no simulator code.
-HELD_OUT_SEED_START = 1_000_000
-
-
-def register(app: typer.Typer) -> None:
-    """Add the analysis commands to the main ``imitlab`` app."""
-    app.command("robustness")(robustness_cmd)
-    app.command("explain")(explain_cmd)
-    study_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                            help="Sweeps that measure what a backbone or recipe is worth.")
-    study_app.command("data-efficiency")(data_efficiency_cmd)
-    app.add_typer(study_app, name="study")
+study_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Sweeps that measure what a backbone or recipe is worth.")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -49,17 +41,17 @@ def robustness_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from imitlab.cli import _parse_env_kwargs
+    from imitlab.agents import resolve_agents
     from imitlab.evaluation.robustness import run_suite, summary_rows, write_suite_report
 
     agents = {run: run} if compare is None else {run: run, compare: compare}
     if len(agents) == 1 and compare is not None:
         raise ImitlabError("--compare needs a different policy than RUN")
     out = out or (Path(run) / "robustness" if run != "expert" else Path("runs") / "robustness-expert")
-    report = run_suite(agents, perturbations.split(","), _int_list(severities, "--severities"),
+    specs = resolve_agents(agents, env, parse_env_kwargs(env_arg, None))
+    report = run_suite(specs, perturbations.split(","), _int_list(severities, "--severities"),
                        list(range(seed_start, seed_start + episodes)), workers=workers or None,
-                       video_dir=out / "videos", worst_videos=videos, env_id=env,
-                       env_kwargs=_parse_env_kwargs(env_arg, None))
+                       video_dir=out / "videos", worst_videos=videos)
     paths = write_suite_report(report, out)
     table = Table(title=f"success on {episodes} held-out seeds per cell (95 % Wilson interval)")
     for head in ["agent", "perturbation", "clean", *(f"severity {s}" for s in report["severities"])]:
@@ -80,12 +72,11 @@ def explain_cmd(
     out: Optional[Path] = typer.Option(None, help="Video folder (default: <run>/explain)."),
 ) -> None:
     """Rollout videos with an attribution heat map over the camera image, plus the weight-randomisation check."""
-    from imitlab.cli import _parse_env_kwargs
     from imitlab.evaluation.saliency import explain
 
     out = out or run / "explain"
     report = explain(run, list(range(seed_start, seed_start + episodes)), out, method=method,
-                     env_kwargs=_parse_env_kwargs(env_arg, None))
+                     env_kwargs=parse_env_kwargs(env_arg, None))
     for e in report["episodes"]:
         typer.echo(f"seed {e['seed']}: {'success' if e['success'] else 'failure'}, {e['length']} steps -> {e['video']}")
     check = report["randomization_check"]
@@ -96,19 +87,19 @@ def explain_cmd(
 
 def _train_args(pairs: list[str]) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
     """``key=value`` (every run) or ``backbone:key=value`` (that backbone's runs), values parsed as JSON."""
-    from imitlab.cli import _parse_env_kwargs
 
     common: dict[str, object] = {}
     per_backbone: dict[str, dict[str, object]] = {}
     for pair in pairs:
         head, sep, rest = pair.partition(":")
         if sep and "=" not in head:
-            per_backbone.setdefault(head, {}).update(_parse_env_kwargs([rest], None))
+            per_backbone.setdefault(head, {}).update(parse_env_kwargs([rest], None))
         else:
-            common.update(_parse_env_kwargs([pair], None))
+            common.update(parse_env_kwargs([pair], None))
     return common, per_backbone
 
 
+@study_app.command("data-efficiency")
 def data_efficiency_cmd(
     env: str = typer.Option(..., help="Task id, e.g. imitlab/Push-v0."),
     out: Path = typer.Option(..., help="Study folder (rerun the same command to resume)."),
@@ -128,14 +119,13 @@ def data_efficiency_cmd(
     workers: int = typer.Option(0, min=0, help="Evaluation worker processes (0: all cores)."),
 ) -> None:
     """Success against number of demos per backbone, in distribution and shifted, with paired tests."""
-    from imitlab.cli import _parse_env_kwargs
     from imitlab.training.study import StudyConfig, run_study
 
     common, per_backbone = _train_args(train_arg)
     config = StudyConfig(
         env_id=env, out=str(out), demos=tuple(_int_list(demos, "--demos")),
         backbones=tuple(b.strip() for b in backbones.split(",") if b.strip()), train_seeds=train_seeds,
-        env_kwargs=_parse_env_kwargs(env_arg, image_size), noise=noise, episodes=episodes,
+        env_kwargs=parse_env_kwargs(env_arg, image_size), noise=noise, episodes=episodes,
         perturbations=tuple(p for p in perturbations.split(",") if p.strip()), severity=severity,
         offline_episodes=offline_episodes, train={"epochs": epochs, **common}, backbone_train=per_backbone,
         workers=workers)

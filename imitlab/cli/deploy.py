@@ -1,4 +1,4 @@
-"""CLI commands for validation and deployment: ``deploy`` (the gate), ``serve`` (HTTP) and ``compare`` (paired)."""
+"""``imitlab deploy`` (the validation gate that writes a bundle) and ``imitlab serve`` (a bundle over HTTP)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-#: evaluation.evaluate.HELD_OUT_SEED_START, repeated so that `imitlab --help` imports no simulator code.
-HELD_OUT_SEED_START = 1_000_000
-
-
-def register(app: typer.Typer) -> None:
-    """Add the deployment commands to the main ``imitlab`` app."""
-    app.command("deploy")(deploy_cmd)
-    app.command("serve")(serve_cmd)
-    app.command("compare")(compare_cmd)
+from imitlab.core.seeds import HELD_OUT_SEED_START
 
 
 def deploy_cmd(
@@ -75,24 +67,3 @@ def serve_cmd(
                               request_timeout_s=request_timeout)
     serve(bundle, host=host, port=port, settings=settings, log_level=log_level)
 
-
-def compare_cmd(
-    agent_a: str = typer.Argument(..., help="A: a policy or run folder, a bundle, or `expert`."),
-    agent_b: str = typer.Argument(..., help="B, evaluated on the same seeds."),
-    env: Optional[str] = typer.Option(None, help="Task id (needed only when both sides are `expert`)."),
-    episodes: int = typer.Option(50, min=1, help="Number of held-out seeds."),
-    seed_start: int = typer.Option(HELD_OUT_SEED_START, help="First seed."),
-    workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores)."),
-    out: Path = typer.Option(Path("runs/compare"), help="Folder for compare.json and compare.md."),
-) -> None:
-    """Evaluate two policies on the same seeds and report the paired success difference (McNemar, Newcombe CI)."""
-    from imitlab.evaluation.compare import compare, write_comparison
-
-    result = compare(agent_a, agent_b, list(range(seed_start, seed_start + episodes)), env_id=env,
-                     workers=workers or None)
-    paths = write_comparison(result, out)
-    s = result["success"]
-    low, high = s["success_diff_ci95"]
-    typer.echo(f"A only: {s['only_a']}, B only: {s['only_b']}, both: {s['both_succeed']}, neither: {s['neither']}; "
-               f"success A - B = {100 * s['success_diff']:+.1f} points (95 % CI {100 * low:+.1f} to {100 * high:+.1f}), "
-               f"McNemar p = {s['mcnemar_p']:.3g}; report: {paths['markdown']}")

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from imitlab.errors import ImitlabError
+from imitlab.core.errors import ImitlabError
 
 if TYPE_CHECKING:
     from imitlab.demos.audit import AuditReport

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imitlab.errors import ImitlabError
-from imitlab.limits import MAX_DOCUMENT_BYTES
+from imitlab.core.errors import ImitlabError
+from imitlab.core.limits import MAX_DOCUMENT_BYTES
 
 
 def read_format_document(path: Path, fmt: str, version: int) -> dict[str, Any]:

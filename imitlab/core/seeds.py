@@ -1,0 +1,15 @@
+"""The seed ranges, defined once: each use of the simulator draws from its own range, so nothing leaks.
+
+Demonstrations use seeds from 0 (``imitlab record --seed-start``), DAgger's own rollouts from 200_000,
+training-time validation rollouts from 500_000 and held-out evaluation from 1_000_000 (``imitlab eval``
+refuses seeds a policy was trained on).
+"""
+
+#: First seed of recorded demonstrations (episode i uses seed DEMO_SEED_START + i).
+DEMO_SEED_START = 0
+#: First seed of DAgger's rollouts (policy in control, expert labels).
+DAGGER_SEED_START = 200_000
+#: First seed of the closed-loop validation during training (chooses the checkpoint).
+VALIDATION_SEED_START = 500_000
+#: First seed of held-out evaluation and the deployment gate.
+HELD_OUT_SEED_START = 1_000_000

@@ -1,0 +1,83 @@
+"""The frozen-feature cache: what the frozen part of the backbone makes of every frame, computed once.
+
+With ``freeze_backbone`` the whole encoder is frozen and the head trains on its output; with ``freeze_blocks``
+the stem and first blocks are, and the rest of the encoder fine-tunes on their output. Either way no gradient
+reaches the frozen part, so encoding each frame once (no augmentation) gives the same training for far less work.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from imitlab.demos.loader import DemoLoader
+from imitlab.policies import ImagePolicy
+
+
+class FeatureBatch(NamedTuple):
+    """A minibatch of frozen features in place of the images: the whole backbone's (one (B, F) tensor) or the
+    frozen blocks' output per camera."""
+
+    state: torch.Tensor
+    features: tuple[torch.Tensor, ...]
+    actions: torch.Tensor
+
+
+class FrozenFeatures:
+    """What the frozen part of ``policy``'s backbone makes of every frame of an unshuffled loader, computed once
+    (no augmentation, no gradient) and held in memory. Used like a ``DemoLoader``: :meth:`subset` of episodes,
+    and each ``iter()`` is one epoch of minibatches, shuffled by ``rng`` when there is one."""
+
+    def __init__(self, policy: ImagePolicy, loader: DemoLoader, whole_backbone: bool):
+        """``whole_backbone``: cache the encoder's output (the head trains alone); else its frozen blocks' output."""
+        self.whole_backbone = whole_backbone
+        image_keys = policy.config.image_keys
+        parts = []
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="frozen features", unit="batch", leave=False):
+                images = [batch.images[k] for k in image_keys]
+                features = (policy.encode(images),) if whole_backbone else tuple(policy.frozen_features(images))
+                parts.append((batch.state, features, batch.actions))
+        state, features, actions = zip(*parts)
+        self.data = FeatureBatch(torch.cat(state), tuple(torch.cat(f) for f in zip(*features)), torch.cat(actions))
+        mib = sum(f.nbytes for f in self.data.features) / 2**20
+        tqdm.write(f"frozen features: {mib:.0f} MiB for {len(self.data.actions)} frames")
+        self.lengths = list(loader.lengths)
+        self.batch_size = loader.batch_size
+        self.rng: np.random.Generator | None = None
+
+    def head_input(self, model: ImagePolicy, batch: FeatureBatch) -> torch.Tensor:
+        """The image features the head takes, finished from a cached minibatch by ``model``'s trainable blocks."""
+        return batch.features[0] if self.whole_backbone else model.encode_frozen(list(batch.features))
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.data.actions)
+
+    def subset(self, episodes: Sequence[int], batch_size: int,
+               rng: np.random.Generator | None = None) -> FrozenFeatures:
+        """The rows of some episodes (indices into the loader's episodes, served in the order given)."""
+        starts = np.cumsum([0, *self.lengths])
+        rows = torch.from_numpy(np.concatenate([np.arange(starts[e], starts[e + 1]) for e in episodes]))
+        other = copy.copy(self)
+        other.data = _take(self.data, rows)
+        other.lengths = [self.lengths[e] for e in episodes]
+        other.batch_size, other.rng = batch_size, rng
+        return other
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[FeatureBatch]:
+        rows = np.arange(self.num_samples) if self.rng is None else self.rng.permutation(self.num_samples)
+        for start in range(0, self.num_samples, self.batch_size):
+            yield _take(self.data, torch.from_numpy(rows[start:start + self.batch_size]))
+
+
+def _take(batch: FeatureBatch, rows: torch.Tensor) -> FeatureBatch:
+    return FeatureBatch(batch.state[rows], tuple(f[rows] for f in batch.features), batch.actions[rows])
