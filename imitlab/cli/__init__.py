@@ -46,7 +46,3 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("imitlab: interrupted", err=True)
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
