@@ -76,5 +76,6 @@ def test_each_seed_range_is_defined_once(name):
 def test_no_seed_range_is_written_as_a_literal_outside_core():
     literal = re.compile(r"\b(200_?000|500_?000|1_?000_?000)\b")
     hits = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}" for path in SOURCES if path.name != "seeds.py"
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if literal.search(line)]
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if literal.search(line) and "seed" in line.lower()]
     assert hits == []
