@@ -16,8 +16,9 @@ import numpy as np
 from gymnasium import spaces
 from imitlab.envs.car import CONTROL_HZ, STATE_HIGH, STATE_LOW, Car, car_xml
 from imitlab.envs.perturb import Perturber, SceneParts
+from imitlab.envs.ground_texture import GroundTexture
 from imitlab.envs.rendering import sharpen_texture
-from imitlab.envs.road import LANE_OFFSET, LEAD_IN, ROAD_WIDTH, TAIL, Road, RoadColours, paint_texture
+from imitlab.envs.road import GRASS_RGB, LANE_OFFSET, LEAD_IN, ROAD_WIDTH, TAIL, Road, RoadColours
 
 if TYPE_CHECKING:
     from imitlab.envs.driving_expert import LaneFollowExpert
@@ -66,12 +67,16 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.route_length = route_length
         self.max_steps = int(round(time_limit_s * CONTROL_HZ))
 
-        self.model = mujoco.MjModel.from_xml_string(car_xml())
+        spec = mujoco.MjSpec.from_string(car_xml())
+        road_texture = spec.texture("road")  # made RGBA here: XML builtins are RGB (see ground_texture)
+        road_texture.builtin = mujoco.mjtBuiltin.mjBUILTIN_NONE
+        road_texture.nchannel = 4
+        road_texture.data = bytes(road_texture.width * road_texture.height * 4)
+        self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self.car = Car(self.model, self.data)
         self._car_body = self.model.body("car").id
         self._road_geom = self.model.geom("road").id
-        self._road_tex = self.model.texture("road").id
         self._grass_material = self.model.material("grass").id
         # The road's bounding square (see Road.generate) plus a margin of grass: the painted ground plane.
         self._plane_extent = LEAD_IN + route_length + TAIL + 2.0 * ROAD_WIDTH
@@ -80,10 +85,15 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cameras=(self.model.camera("driver").id,), scale=6.0, bodies=(self._car_body,),
             place_distractors=self._distractor_sites, distractors_per_severity=4), perturb)
 
+        self._ground = GroundTexture(self.model, self.model.texture("road").id, self._plane_extent)
+
         self._camera: mujoco.Renderer | None = mujoco.Renderer(self.model, image_size, image_size)
         self._chase: mujoco.Renderer | None = None
         if render_mode == "rgb_array":
             self._chase = mujoco.Renderer(self.model, *_CHASE_SIZE)
+        for renderer in self._renderers():
+            self._ground.upload(renderer)  # our mip levels replace the ones OpenGL generated
+            sharpen_texture(renderer, self.model, self._ground.tex_id)
 
         self.observation_space = spaces.Dict(
             {
@@ -156,18 +166,18 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     # -- helpers ----------------------------------------------------------------------------------------------
 
     def _paint_road(self, rng: np.random.Generator) -> None:
-        """Paint this episode's road into the ground texture and upload it to every renderer's GL context."""
+        """Paint this episode's road over the grass and upload what changed to every renderer's GL texture."""
         assert self.road is not None
         sampled = RoadColours.sample(rng)
-        colours = RoadColours(*(self.perturber.recolour(c) for c in (sampled.asphalt, sampled.grass, sampled.marking)))
-        self.model.mat_rgba[self._grass_material, :3] = colours.grass / 255.0  # no seam at the plane's edge
-        size = int(self.model.tex_width[self._road_tex])  # square, set in car.xml
-        tex = paint_texture(self.road, colours, rng, size, self._plane_extent)
-        adr = self.model.tex_adr[self._road_tex]
-        self.model.tex_data[adr : adr + tex.size] = tex.ravel()
-        for renderer in (self._camera, self._chase):
-            if renderer is not None:
-                sharpen_texture(renderer, self.model, self._road_tex, upload=True)
+        colours = RoadColours(*(self.perturber.recolour(c) for c in (sampled.asphalt, sampled.marking)))
+        grass = self.perturber.recolour(np.array(GRASS_RGB, np.uint8))  # GRASS_RGB unless colours are perturbed
+        self.model.mat_rgba[self._grass_material, :3] = grass / 255.0  # no seam at the plane's edge
+        changed = self._ground.paint(self.road, colours, grass)
+        for renderer in self._renderers():
+            self._ground.upload(renderer, changed)
+
+    def _renderers(self) -> list[mujoco.Renderer]:
+        return [renderer for renderer in (self._camera, self._chase) if renderer is not None]
 
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._camera is not None, "the env is closed"

@@ -6,6 +6,7 @@ measures progress and lane offset against, so what the camera sees and what the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -25,6 +26,8 @@ PX_SHIFT = 4
 _SAMPLE_SPACING = 0.1  # metres between centre-line samples
 _LINE_WIDTH = 0.2  # painted marking width, metres
 _DASH, _GAP = 3.0, 4.5  # centre-line dash pattern, metres
+_OUTLINE_STRIDE = 5  # painted outlines keep every 5th centre-line sample (0.5 m)
+_MERGE_SLACK = 1.3  # road_cover merges two rectangles when their union is at most this much larger
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Road:
         self.curvature = curvature
         self.route_length = route_length
         self.s = np.arange(len(points)) * _SAMPLE_SPACING + s_start
+        self.normal = np.stack([-np.sin(heading), np.cos(heading)], axis=1)  # unit vector to the left
 
     @classmethod
     def generate(
@@ -153,8 +157,7 @@ class Road:
 
     def offset_line(self, offset: float) -> np.ndarray:
         """The centre-line shifted ``offset`` metres to the left (radii >= 15 m keep it free of loops)."""
-        normal = np.stack([-np.sin(self.heading), np.cos(self.heading)], axis=1)
-        return self.points + offset * normal
+        return self.points + offset * self.normal
 
 
 def texture_px(xy: np.ndarray, extent_m: float, size_px: int) -> np.ndarray:
@@ -164,60 +167,125 @@ def texture_px(xy: np.ndarray, extent_m: float, size_px: int) -> np.ndarray:
     return np.round(px * (1 << PX_SHIFT)).astype(np.int32)
 
 
+#: Grass colour (RGB, 0..255). The grass is the same for every seed: the road is repainted over it in place, so a
+#: reset rewrites and uploads only the texels that the old and the new road cover (see imitlab.envs.ground_texture).
+GRASS_RGB = (71, 122, 51)
+_GRASS_SEED = 20240601  # the grass grain is one fixed pattern, so a texture is a function of the road seed alone
+
+
 @dataclass(frozen=True)
 class RoadColours:
-    """Per-seed colour jitter so a policy cannot key on exact pixel values."""
+    """Per-seed colour jitter of asphalt and markings so a policy cannot key on exact pixel values."""
 
     asphalt: np.ndarray
-    grass: np.ndarray
     marking: np.ndarray
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> RoadColours:
         asphalt = np.full(3, rng.uniform(0.30, 0.42)) + rng.uniform(-0.02, 0.02, 3)
-        grass = np.array([0.28, 0.48, 0.20]) * rng.uniform(0.85, 1.15) + rng.uniform(-0.03, 0.03, 3)
         marking = np.full(3, rng.uniform(0.88, 0.98))
-        return cls(*(np.clip(c * 255.0, 0, 255).astype(np.uint8) for c in (asphalt, grass, marking)))
+        return cls(*(np.clip(c * 255.0, 0, 255).astype(np.uint8) for c in (asphalt, marking)))
 
 
-def paint_texture(
-    road: Road,
-    colours: RoadColours,
-    rng: np.random.Generator,
-    size_px: int,
-    extent_m: float,
-) -> np.ndarray:
-    """An RGB texture (size_px, size_px, 3) of the square ``extent_m`` wide around the origin.
+@functools.lru_cache(maxsize=2)
+def grass_texture(size_px: int, rgb: tuple[int, int, int] = GRASS_RGB) -> np.ndarray:
+    """The grass (RGBA, opaque) under every road: coarse patches and ~20 cm grain, so the ground gives motion cues.
 
-    Row 0 is the plane's +y edge and column 0 its -x edge, as MuJoCo maps a 2D texture onto a plane.
+    Made at half resolution and upscaled; cached per size and colour (read-only: callers copy from it). Only a
+    colour perturbation (``imitlab.envs.perturb``) asks for another colour than ``GRASS_RGB``.
     """
-    shift = PX_SHIFT
-    scale = size_px / extent_m
-
-    def to_px(xy: np.ndarray) -> np.ndarray:
-        return texture_px(xy, extent_m, size_px)
-
-    # Grass: the base colour with coarse patches and ~20 cm grain, so the ground gives motion cues. It is made
-    # at half resolution and upscaled once: full-resolution float noise would dominate the reset time.
+    rng = np.random.default_rng(_GRASS_SEED)
     half = size_px // 2
     patches = cv2.resize(rng.normal(0.0, 9.0, (64, 64)).astype(np.float32), (half, half))
     grain = patches[..., None] + rng.uniform(-8.0, 8.0, (half, half, 1)).astype(np.float32)
-    grass = cv2.convertScaleAbs(grain + colours.grass.astype(np.float32))
-    tex = cv2.resize(grass, (size_px, size_px), interpolation=cv2.INTER_NEAREST)
-
-    left, right = road.offset_line(ROAD_WIDTH / 2), road.offset_line(-ROAD_WIDTH / 2)
-    outline = np.concatenate((left, right[::-1]))
-    cv2.fillPoly(tex, [to_px(outline)], colours.asphalt.tolist(), cv2.LINE_AA, shift)
-
-    marking = colours.marking.tolist()
-    thickness = max(1, int(round(_LINE_WIDTH * scale)))
-    edge_inset = ROAD_WIDTH / 2 - 0.3
-    for line in (road.offset_line(edge_inset), road.offset_line(-edge_inset)):
-        cv2.polylines(tex, [to_px(line)], False, marking, thickness, cv2.LINE_AA, shift)
-    period = _DASH + _GAP
-    dashed = (road.s % period) < _DASH
-    starts = np.flatnonzero(dashed & ~np.roll(dashed, 1))
-    ends = np.flatnonzero(dashed & ~np.roll(dashed, -1))
-    dashes = [to_px(road.points[a : b + 1]) for a, b in zip(starts, ends) if b > a]
-    cv2.polylines(tex, dashes, False, marking, thickness, cv2.LINE_AA, shift)
+    grass = cv2.convertScaleAbs(grain + np.array(rgb, np.float32))
+    rgba = np.concatenate((grass, np.full((half, half, 1), 255, np.uint8)), axis=2)
+    tex = cv2.resize(rgba, (size_px, size_px), interpolation=cv2.INTER_NEAREST)
+    tex.flags.writeable = False
     return tex
+
+
+@dataclass(frozen=True)
+class TextureFrame:
+    """How world metres map to texels of a square texture ``size_px`` wide covering ``extent_m`` around the origin.
+
+    Row 0 is the plane's +y edge and column 0 its -x edge, as MuJoCo maps a 2D texture onto a plane.
+    """
+
+    size_px: int
+    extent_m: float
+
+    def to_fixed(self, xy: np.ndarray) -> np.ndarray:
+        """Texel coordinates in OpenCV's fixed point (``PX_SHIFT`` fractional bits), for sub-pixel drawing."""
+        return texture_px(xy, self.extent_m, self.size_px)
+
+
+def _strips(road: Road, lo: float, hi: float, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Closed outlines (n, 2k, 2) of the strips between lateral offsets ``lo`` and ``hi`` over samples
+    ``first[i]..last[i]`` (inclusive), all with the same vertex count.
+
+    Every ``_OUTLINE_STRIDE``-th sample (and the last) is enough: a 0.5 m chord of a 15 m radius is 2 mm off the
+    arc, and OpenCV's anti-aliased fill costs in proportion to the outline's vertices.
+    """
+    steps = np.arange(0, int((last - first).max()) + _OUTLINE_STRIDE, _OUTLINE_STRIDE)
+    keep = np.minimum(first[:, None] + steps, last[:, None])  # repeats the last sample where a strip is shorter
+    points, normal = road.points[keep], road.normal[keep]
+    return np.concatenate((points + hi * normal, (points + lo * normal)[:, ::-1]), axis=1)
+
+
+def paint_road(tex: np.ndarray, road: Road, colours: RoadColours, frame: TextureFrame) -> None:
+    """Paint asphalt, edge lines and the dashed centre-line into ``tex`` (RGBA) in place, anti-aliased.
+
+    Markings are filled strips ``_LINE_WIDTH`` wide rather than thick polylines: OpenCV fills a polygon with
+    anti-aliased edges in a fraction of the time it draws a thick anti-aliased line.
+    """
+    whole = (np.array([0]), np.array([len(road.points) - 1]))
+    half, w, edge = ROAD_WIDTH / 2, _LINE_WIDTH / 2, ROAD_WIDTH / 2 - 0.3
+    asphalt = frame.to_fixed(_strips(road, -half, half, *whole))
+    cv2.fillPoly(tex, list(asphalt), (*colours.asphalt.tolist(), 255), cv2.LINE_AA, PX_SHIFT)
+    change = np.diff(((road.s % (_DASH + _GAP)) < _DASH).astype(np.int8), prepend=0, append=0)
+    starts, ends = np.flatnonzero(change == 1), np.flatnonzero(change == -1) - 1  # first and last sample of a dash
+    markings = [_strips(road, -edge - w, -edge + w, *whole), _strips(road, edge - w, edge + w, *whole)]
+    markings = [frame.to_fixed(strip) for strip in markings] + [frame.to_fixed(_strips(road, -w, w, starts, ends))]
+    outlines = [outline for group in markings for outline in group]
+    cv2.fillPoly(tex, outlines, (*colours.marking.tolist(), 255), cv2.LINE_AA, PX_SHIFT)
+
+
+def road_cover(road: Road, frame: TextureFrame, strip_px: int, align: int) -> list[tuple[int, int, int, int]]:
+    """Rectangles ``(x0, y0, x1, y1)`` (texels, half-open) that together contain every texel ``paint_road`` touches.
+
+    The road is cut into vertical strips ``strip_px`` wide, each spanning the rows of the road's samples in and near
+    it; neighbouring strips are merged while that adds little area (every rectangle costs an upload call). Corners
+    are multiples of ``align`` so coarser mip levels stay aligned.
+    """
+    # Sample the road every 0.5 m along lines 1.75 m apart across its width; every painted texel then lies within
+    # `reach` texels of a sample (half the spacings plus the anti-aliasing fringe), so padding by `reach` covers it.
+    scale = frame.size_px / frame.extent_m
+    lines = [road.offset_line(d)[::_OUTLINE_STRIDE] for d in np.linspace(-ROAD_WIDTH / 2, ROAD_WIDTH / 2, 5)]
+    pts = frame.to_fixed(np.concatenate(lines)) / (1 << PX_SHIFT)
+    reach = int(np.ceil(1.2 * scale)) + 3
+    n_strips = -(-frame.size_px // strip_px)
+    # reach < strip_px: a sample is near at most the strips of its two padded ends
+    strip = np.clip((np.concatenate((pts[:, 0] - reach, pts[:, 0] + reach))) // strip_px, 0, n_strips - 1)
+    rows = np.concatenate((pts[:, 1], pts[:, 1]))
+    order = np.argsort(strip, kind="stable")
+    strip, rows = strip[order].astype(np.intp), rows[order]
+    first = np.flatnonzero(np.diff(strip, prepend=-1))
+    tops, bottoms = np.minimum.reduceat(rows, first), np.maximum.reduceat(rows, first)
+    rects: list[tuple[int, int, int, int]] = []
+    for i, top, bottom in zip(strip[first].tolist(), tops.tolist(), bottoms.tolist()):
+        y0 = max(0, int(np.floor(top)) - reach) // align * align
+        y1 = min(frame.size_px, -(-(int(np.ceil(bottom)) + reach + 1) // align) * align)
+        rect = (i * strip_px, y0, min((i + 1) * strip_px, frame.size_px), y1)
+        if rects and rects[-1][2] == rect[0]:
+            last = rects[-1]
+            merged = (last[0], min(last[1], rect[1]), rect[2], max(last[3], rect[3]))
+            if _area(merged) <= _MERGE_SLACK * (_area(last) + _area(rect)):
+                rects[-1] = merged
+                continue
+        rects.append(rect)
+    return rects
+
+
+def _area(rect: tuple[int, int, int, int]) -> int:
+    return (rect[2] - rect[0]) * (rect[3] - rect[1])

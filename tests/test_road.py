@@ -5,7 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imitlab.envs.road import LANE_OFFSET, LEAD_IN, MAX_HEADING, ROAD_WIDTH, TAIL, Road, RoadColours, paint_texture
+from imitlab.envs.road import (
+    GRASS_RGB,
+    LANE_OFFSET,
+    LEAD_IN,
+    MAX_HEADING,
+    PX_SHIFT,
+    ROAD_WIDTH,
+    TAIL,
+    Road,
+    RoadColours,
+    TextureFrame,
+    grass_texture,
+    paint_road,
+    road_cover,
+)
 
 
 def make_road(seed: int, route_length: float = 150.0) -> Road:
@@ -75,18 +89,40 @@ def test_texture_layout_matches_world_coordinates() -> None:
     rng = np.random.default_rng(0)
     road = make_road(5)
     colours = RoadColours.sample(rng)
-    size, extent = 2048, 220.0
-    tex = paint_texture(road, colours, rng, size, extent)
-    assert tex.shape == (size, size, 3) and tex.dtype == np.uint8
+    frame = TextureFrame(2048, 220.0)
+    tex = grass_texture(frame.size_px).copy()
+    paint_road(tex, road, colours, frame)
+    assert tex.shape == (2048, 2048, 4) and tex.dtype == np.uint8
+    assert np.all(tex[..., 3] == 255)  # opaque
 
     def pixel(xy: np.ndarray) -> np.ndarray:  # row 0 is the +y edge, column 0 the -x edge
-        col = int((xy[0] + extent / 2) * size / extent)
-        row = int((extent / 2 - xy[1]) * size / extent)
-        return tex[row, col].astype(int)
+        col, row = frame.to_fixed(xy) >> PX_SHIFT
+        return tex[row, col, :3].astype(int)
 
     lane, _ = road.pose(60.0, LANE_OFFSET)
     np.testing.assert_array_equal(pixel(lane), colours.asphalt)
     edge, _ = road.pose(60.0, -(ROAD_WIDTH / 2 - 0.3))
     np.testing.assert_array_equal(pixel(edge), colours.marking)
+    centre, _ = road.pose(0.5, 0.0)  # dashes start at s = 0, 7.5, ...; gaps between
+    gap, _ = road.pose(5.0, 0.0)
+    np.testing.assert_array_equal(pixel(centre), colours.marking)
+    np.testing.assert_array_equal(pixel(gap), colours.asphalt)
     grass, _ = road.pose(60.0, -ROAD_WIDTH)
-    assert pixel(grass)[1] > pixel(grass)[0] + 20  # green, not asphalt grey
+    assert np.abs(pixel(grass) - np.array(GRASS_RGB)).max() < 40  # grass with its grain, not asphalt grey
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cover_contains_every_painted_texel(seed: int) -> None:
+    road = make_road(seed)
+    frame = TextureFrame(2048, 216.0)
+    canvas = np.zeros((2048, 2048, 4), np.uint8)
+    paint_road(canvas, road, RoadColours.sample(np.random.default_rng(seed)), frame)
+    inside = np.zeros((2048, 2048), bool)
+    rects = road_cover(road, frame, 128, 16)
+    for x0, y0, x1, y1 in rects:
+        assert x0 % 16 == y0 % 16 == x1 % 16 == y1 % 16 == 0
+        inside[y0:y1, x0:x1] = True
+    painted = canvas.any(axis=2)
+    assert painted.sum() > 100_000
+    assert not (painted & ~inside).any()
+    assert inside.mean() < 0.35  # a cover, not the whole texture
