@@ -8,20 +8,33 @@ Training step = forward + backward + Adam step on a batch of random frames (one 
                            ``imitlab train --freeze-blocks 6`` does: the step starts from the cache),
   nature_cnn               the DQN CNN trained from scratch.
 
+``--vs-imitation`` instead trains on real recorded LaneFollow transitions, alternating rounds of ``imitlab train``
+(nature_cnn, with and without its random-shift augmentation) and the ``imitation`` library's BC (1.0.1; sb3's
+NatureCNN + MLP policy, as shipped) on the same transitions, batch size and thread count, and prints samples/s
+and their ratio per round. Training time only: ours is read from the epochs after the first in the run's log
+(setup and validation excluded), theirs is ``BC.train``'s wall time.
+
 Usage: python benchmarks/bench_train.py [--threads 2] [--batch 64] [--steps 8] [--sizes 84 96]
-Numbers depend on what else runs on the machine; run it on an idle one when comparing.
+       python benchmarks/bench_train.py --vs-imitation [--threads 2] [--sizes 84] [--episodes 6] [--rounds 3]
+Absolute numbers depend on what else runs on the machine; the ratios of alternated rounds much less.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from imitlab.demos.dataset import DemoDataset, read_episode_file
+from imitlab.demos.recorder import record
 from imitlab.policies import ImagePolicy, Lite0Encoder, PolicyConfig
+from imitlab.training.bc import TrainConfig, train
 
 STATE_DIM = 8
 ACTION_DIM = 4
@@ -100,6 +113,58 @@ def inference_latency_ms(policy: ImagePolicy, repeats: int) -> tuple[float, floa
     return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
+def ours_samples_per_s(dataset: Path, out: Path, batch: int, epochs: int, threads: int, shift: int) -> float:
+    """``imitlab train`` nature_cnn: samples/s over epochs 2.. (validation runs once, after the last epoch)."""
+    log = train(TrainConfig(dataset=str(dataset), out=str(out), backbone="nature_cnn", pretrained=False,
+                            batch_size=batch, epochs=epochs, eval_every=epochs, eval_episodes=1, val_fraction=0.0,
+                            augment_shift=shift, threads=threads, progress=False))
+    seconds = [entry["seconds"] for entry in log["epochs"]]
+    return log["train_samples"] * (epochs - 1) / (seconds[-1] - seconds[0])
+
+
+def imitation_samples_per_s(dataset: Path, batch: int, epochs: int, threads: int) -> float:
+    """``imitation``'s BC on the same transitions: sb3 MultiInputPolicy (NatureCNN on the image, MLP on state)."""
+    from imitation.algorithms import bc
+    from imitation.data.types import DictObs, Transitions
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+    from gymnasium import spaces
+
+    episodes = [read_episode_file(path) for path in DemoDataset(dataset).episode_paths()]
+    episodes = [e for e in episodes if e.attrs["success"]]  # as imitlab train's default keeps
+    images = np.concatenate([e.obs["image"] for e in episodes]).transpose(0, 3, 1, 2)  # sb3's CNN wants CHW
+    state = np.concatenate([e.obs["state"] for e in episodes])
+    actions = np.concatenate([e.actions for e in episodes])
+    header = DemoDataset(dataset)
+    obs_space = spaces.Dict({"image": spaces.Box(0, 255, images.shape[1:], np.uint8),
+                             "state": header.observation_space["state"]})
+    obs = DictObs({"image": images, "state": state})  # BC reads obs and acts; next_obs only has to be there
+    transitions = Transitions(obs=obs, acts=actions, infos=np.array([{}] * len(actions)), next_obs=obs,
+                              dones=np.zeros(len(actions), bool))
+    torch.set_num_threads(threads)
+    policy = MultiInputActorCriticPolicy(obs_space, header.action_space, lambda _: 1e-3, net_arch=[256, 256])
+    trainer = bc.BC(observation_space=obs_space, action_space=header.action_space, rng=np.random.default_rng(0),
+                    policy=policy, demonstrations=transitions, batch_size=batch, device="cpu")
+    trainer.train(n_epochs=1, progress_bar=False)  # warm-up epoch, as ours skips its first
+    start = time.perf_counter()
+    trainer.train(n_epochs=epochs - 1, progress_bar=False)
+    return len(actions) * (epochs - 1) / (time.perf_counter() - start)
+
+
+def vs_imitation(size: int, episodes: int, epochs: int, batch: int, threads: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = Path(tmp) / "demos"
+        record("imitlab/LaneFollow-v0", dataset, episodes, noise_std=0.2, env_kwargs={"image_size": size},
+               progress=False)
+        print(f"LaneFollow transitions of {episodes} episodes at {size} px, batch {batch}, {threads} threads, {epochs - 1} timed epochs")
+        print(f"{'round':>5s} {'imitation BC':>13s} {'ours, shift 4':>14s} {'ours, no aug':>13s}  ratios (ours / imitation)")
+        for r in range(rounds):
+            theirs = imitation_samples_per_s(dataset, batch, epochs, threads)
+            shifted = ours_samples_per_s(dataset, Path(tmp) / f"run{r}a", batch, epochs, threads, 4)
+            plain = ours_samples_per_s(dataset, Path(tmp) / f"run{r}b", batch, epochs, threads, 0)
+            print(f"{r:5d} {theirs:13.0f} {shifted:14.0f} {plain:13.0f}  {shifted / theirs:.2f}x, {plain / theirs:.2f}x",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -107,7 +172,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=50, help="batch-1 inference calls per model")
     parser.add_argument("--sizes", type=int, nargs="+", default=[84, 96])
+    parser.add_argument("--vs-imitation", action="store_true", help="imitlab train vs imitation's BC, alternated")
+    parser.add_argument("--episodes", type=int, default=6, help="--vs-imitation: recorded episodes")
+    parser.add_argument("--epochs", type=int, default=4, help="--vs-imitation: epochs per run (the first untimed)")
+    parser.add_argument("--rounds", type=int, default=3, help="--vs-imitation: alternated rounds")
     args = parser.parse_args()
+    if args.vs_imitation:
+        for size in args.sizes:
+            vs_imitation(size, args.episodes, args.epochs, args.batch, args.threads, args.rounds)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.steps} timed steps")
