@@ -37,8 +37,12 @@ from imitlab.evaluation.stats import wilson_interval
 
 #: Largest |torch - ONNX| action difference accepted for the fp32 export (float32 kernels differ by ~1e-6).
 PARITY_TOLERANCE = 1e-4
-#: Expert episodes (training seeds 0..) whose observations calibrate int8 and feed the parity/latency checks.
+#: Expert episodes (training seeds 0..) whose observations feed the parity, int8-difference and latency checks.
 PROBE_EPISODES = 3
+#: Expert episodes on the seeds after the probe's whose frames (a few thousand) calibrate static int8.
+CALIBRATION_EPISODES = 8
+#: int8 ships only if no probe action moves more than this from the fp32 model's (actions are in [-1, 1]).
+INT8_MAX_ACTION_DIFF = 0.02
 _VERSIONED = ("imitlab", "torch", "onnx", "onnxruntime", "mujoco", "numpy", "gymnasium")
 
 
@@ -103,7 +107,7 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
         }
         if int8:
             validation["int8"] = _validate_int8(staging, spec, probe, seeds, min_success, int8_mode, workers, progress,
-                                                policy, out, latency)
+                                                policy, out, latency, summary)
         spec["validation"] = validation
         spec["latency_ms_batch1"] = latency
         _write_spec(staging, spec)
@@ -116,40 +120,66 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
 
 def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndarray], seeds: list[int],
                    min_success: float, mode: str, workers: int | None, progress: bool, policy: Any, out: Path,
-                   latency: dict[str, Any]) -> dict[str, Any]:
-    """Quantise, validate in closed loop on the same seeds, keep the file only if it clears the bar too."""
-    path = quantize_int8(staging / MODEL_FILE, staging / INT8_MODEL_FILE, probe, mode)
-    spec["models"]["int8"] = {**_file_entry(path), "scheme": mode}
+                   latency: dict[str, Any], fp32: EvalSummary) -> dict[str, Any]:
+    """Quantise, then keep the file only if its actions stay within ``INT8_MAX_ACTION_DIFF`` of fp32's on the probe
+    frames and, in closed loop on the same seeds, its success rate lies inside fp32's 95 % interval and clears the
+    bar. ``reason`` says why fp32 was kept otherwise (rollouts are skipped when the actions already differ)."""
+    calibration = None
+    if mode == "static":
+        calibration = probe_observations(spec["env_id"], spec.get("env_kwargs", {}), tuple(probe), limit=None,
+                                         first_episode=PROBE_EPISODES, episodes=CALIBRATION_EPISODES)
+    path = quantize_int8(staging / MODEL_FILE, staging / INT8_MODEL_FILE, calibration, mode)
     model = OnnxPolicy(path, spec)
-    summary = evaluate(bundle_agent_spec(staging, spec, "int8", f"{out} (int8)", out), seeds, workers=workers,
-                       progress=progress)
-    write_report(summary, staging / VALIDATION_DIR / "int8")
+    reference = OnnxPolicy(staging / MODEL_FILE, spec)
+    diff = parity_error(reference, model, probe)
     latency["int8"] = latency_ms(model.predict, probe)
-    low, _ = wilson_interval(summary.successes, len(seeds))
     parity = parity_error(policy, model, probe)
-    finite = not math.isnan(parity)
-    result = {**_result(summary, f"{VALIDATION_DIR}/int8/report.html"), "scheme": mode,
-              "max_abs_diff_vs_torch": parity if finite else None, "included": finite and low >= min_success}
+    result: dict[str, Any] = {"scheme": mode, "max_abs_diff_allowed": INT8_MAX_ACTION_DIFF,
+                              "max_abs_diff_vs_fp32": None if math.isnan(diff) else diff,
+                              "max_abs_diff_vs_torch": None if math.isnan(parity) else parity,
+                              "calibration_frames": 0 if calibration is None else len(calibration["state"])}
+    if not diff <= INT8_MAX_ACTION_DIFF:  # NaN (a non-finite action) fails too
+        result.update(included=False, reason=f"its actions differ from fp32's by up to {diff:.3f} on the probe "
+                                             f"frames (> {INT8_MAX_ACTION_DIFF}); closed-loop check skipped")
+        path.unlink()
+        return result
+    spec["models"]["int8"] = {**_file_entry(path), "scheme": mode}
+    model_for_eval = bundle_agent_spec(staging, spec, "int8", f"{out} (int8)", out)
+    summary = evaluate(model_for_eval, seeds, workers=workers, progress=progress)
+    write_report(summary, staging / VALIDATION_DIR / "int8")
+    n = len(seeds)
+    low, _ = wilson_interval(summary.successes, n)
+    fp32_low, fp32_high = wilson_interval(fp32.successes, n)
+    changed = sorted(e.seed for e, f in zip(summary.episodes, fp32.episodes) if e.success != f.success)
+    result.update(_result(summary, f"{VALIDATION_DIR}/int8/report.html"), seeds_changed=changed)
+    if not fp32_low <= summary.successes / n <= fp32_high:
+        result["reason"] = (f"{_outcome(summary)} lies outside fp32's interval {100 * fp32_low:.1f}-"
+                            f"{100 * fp32_high:.1f} % ({len(changed)} seeds changed outcome)")
+    elif low < min_success:
+        result["reason"] = f"{_outcome(summary)} is below --min-success {100 * min_success:.1f} %"
+    result["included"] = "reason" not in result
     if not result["included"]:
         del spec["models"]["int8"]
         path.unlink()
     return result
 
 
-def probe_observations(env_id: str, env_kwargs: dict[str, Any], keys: tuple[str, ...],
-                       limit: int = 256) -> dict[str, np.ndarray]:
-    """Observations from expert episodes on training seeds: in-distribution inputs for calibration and checks."""
+def probe_observations(env_id: str, env_kwargs: dict[str, Any], keys: tuple[str, ...], limit: int | None = 256,
+                       first_episode: int = 0, episodes: int = PROBE_EPISODES) -> dict[str, np.ndarray]:
+    """Observations from expert episodes on training seeds: in-distribution inputs for calibration and checks;
+    ``limit`` frames spread evenly over them (None: every frame)."""
     from imitlab.demos.recorder import collect_episode
 
     env = make_env(env_id, **env_kwargs)
     try:
         expert = make_expert(env)
-        seeds = range(DEMO_SEED_START, DEMO_SEED_START + PROBE_EPISODES)
-        episodes = [collect_episode(env, expert.act, seed, on_reset=expert.reset) for seed in seeds]
+        seeds = range(DEMO_SEED_START + first_episode, DEMO_SEED_START + first_episode + episodes)
+        episodes_run = [collect_episode(env, expert.act, seed, on_reset=expert.reset) for seed in seeds]
     finally:
         env.close()
-    obs = {k: np.concatenate([e.obs[k] for e in episodes]) for k in keys}
-    rows = np.linspace(0, len(obs["state"]) - 1, min(limit, len(obs["state"]))).astype(int)
+    obs = {k: np.concatenate([e.obs[k] for e in episodes_run]) for k in keys}
+    n = len(obs["state"])
+    rows = np.linspace(0, n - 1, n if limit is None else min(limit, n)).astype(int)
     return {k: np.ascontiguousarray(v[rows]) for k, v in obs.items()}
 
 
@@ -251,9 +281,16 @@ def _readme(spec: dict[str, Any], out: Path) -> str:
     v = spec["validation"]
     lat = spec["latency_ms_batch1"]
     rows = [("fp32", v["fp32"], lat["fp32"])]
-    if "int8" in v:
-        rows.append((f"int8 ({v['int8']['scheme']}{'' if v['int8']['included'] else ', NOT included: below the bar'})",
-                     v["int8"], lat.get("int8", {})))
+    int8 = v.get("int8", {})
+    if "success_ci95" in int8:  # it was rolled out (its actions were close enough to fp32's)
+        rows.append((f"int8 ({int8['scheme']}{'' if int8['included'] else ', NOT included'})", int8,
+                     lat.get("int8", {})))
+    int8_note = ""
+    if int8:
+        diff = int8["max_abs_diff_vs_fp32"]
+        int8_note = (f"\nint8 ({int8['scheme']}): largest action difference from fp32 "
+                     + ("non-finite" if diff is None else f"{diff:.3f}") + f" (allowed {int8['max_abs_diff_allowed']}); "
+                     + ("included." if int8["included"] else f"not included: {int8['reason']}.") + "\n")
     table = "\n".join(
         f"| {name} | {r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f} % | "
         f"{100 * r['success_ci95'][0]:.1f}-{100 * r['success_ci95'][1]:.1f} % | {r['mean_return']:.2f} | "
@@ -269,7 +306,7 @@ Torch vs ONNX (fp32) max action difference on expert observations: {v['parity_ma
 | model | success | 95 % Wilson | mean return | latency batch 1 (median ms) |
 |---|---|---|---|---|
 {table}
-
+{int8_note}
 Torch eager latency for reference: {lat['torch']['median_ms']:.2f} ms. Full reports: `validation/report.html`.
 
 ## Use

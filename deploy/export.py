@@ -82,8 +82,9 @@ def quantize_int8(fp32: Path, out: Path, calibration: Mapping[str, np.ndarray] |
     return Path(out)
 
 
-def parity_error(policy: ImagePolicy, onnx_policy: OnnxPolicy, observations: Mapping[str, np.ndarray]) -> float:
-    """Largest absolute action difference between the torch policy and the ONNX model on batched observations.
+def parity_error(policy: ImagePolicy | OnnxPolicy, onnx_policy: OnnxPolicy, observations: Mapping[str, np.ndarray]) -> float:
+    """Largest absolute action difference between a policy (torch, or another ONNX model) and the ONNX model on
+    batched observations.
 
     NaN when either side gives a non-finite action anywhere: a model that outputs NaN fails any tolerance check
     (``nan <= tol`` is false), even where both sides agree on it.

@@ -196,7 +196,8 @@ class ImagePolicy(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            actions = self(state_t, *images)
+            with torch.inference_mode():  # no autograd records: rollouts, DAgger and validation only read actions
+                actions = self(state_t, *images)
         finally:
             self.train(was_training)
         out = actions.cpu().numpy()

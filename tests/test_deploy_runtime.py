@@ -16,6 +16,8 @@ import torch
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_check import ObservationError
 from imitlab.demos.dataset import DemoDataset
+from imitlab.deploy import bundle as bundle_module
+from imitlab.deploy.bundle import deploy
 from imitlab.deploy.export import export_onnx, parity_error, quantize_int8
 from imitlab.deploy.runtime import OnnxPolicy, load_bundle
 from imitlab.deploy.spec import INT8_MODEL_FILE, MODEL_FILE, SPEC_FILE, read_spec
@@ -118,6 +120,16 @@ def test_the_evaluator_resolves_bundles_and_their_model_files(bundle):
         resolve_agent(str(bundle / "other.onnx"))
     with pytest.raises(ImitlabError, match="validated on"):
         resolve_agent(str(bundle), env_id="imitlab/Reach-v0")
+
+
+def test_int8_whose_actions_differ_from_fp32_is_not_shipped(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_module, "INT8_MAX_ACTION_DIFF", 0.0)  # any quantisation error is then too much
+    result = deploy(tiny_run, 0.0, episodes=2, out=tmp_path / "bundle", int8=True, workers=1, videos=0,
+                    progress=False)
+    int8 = result.spec["validation"]["int8"]
+    assert int8["included"] is False and int8["max_abs_diff_vs_fp32"] > 0.0
+    assert "differ from fp32's" in int8["reason"] and "success_ci95" not in int8  # no rollouts were spent on it
+    assert "int8" not in result.spec["models"] and not (tmp_path / "bundle" / INT8_MODEL_FILE).exists()
 
 
 def test_dynamic_int8_needs_no_calibration_and_static_does(tiny_run, bundle, recorded, tmp_path):

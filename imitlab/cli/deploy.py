@@ -30,8 +30,13 @@ def deploy_cmd(
     typer.echo(f"torch vs ONNX max |action difference|: {v['parity_max_abs_diff']:.2e}")
     typer.echo(_line("fp32", v["fp32"], lat["fp32"]) + f" (torch eager {lat['torch']['median_ms']:.2f} ms)")
     if "int8" in v:
-        typer.echo(_line("int8", v["int8"], lat["int8"])
-                   + ("" if v["int8"]["included"] else " -> below the bar, not included"))
+        int8 = v["int8"]
+        if "success_ci95" in int8:
+            typer.echo(_line("int8", int8, lat["int8"]))
+        diff = int8["max_abs_diff_vs_fp32"]  # None: non-finite actions
+        typer.echo(f"int8 ({int8['scheme']}): largest action difference from fp32 "
+                   + ("non-finite" if diff is None else f"{diff:.3f}") + ", "
+                   + ("included" if int8["included"] else f"not included, the bundle keeps fp32 only: {int8['reason']}"))
     typer.echo(f"deployed: {result.bundle} (gate: Wilson lower bound {100 * v['fp32']['success_ci95'][0]:.1f} % >= "
                f"{100 * min_success:.1f} %); report: {result.bundle / v['fp32']['report']}")
 
