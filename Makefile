@@ -30,6 +30,7 @@ bench: setup-test
 	$(PY) benchmarks/bench_env.py
 	$(PY) benchmarks/bench_manipulation.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_train.py --vs-imitation --sizes 84
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_eval.py --episodes 20 --workers 2
 	$(PY) benchmarks/bench_latency.py
