@@ -26,7 +26,7 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.loader import DemoLoader
 from imitlab.demos.recorder import record
 from imitlab.policies import ImagePolicy, PolicyConfig
-from imitlab.training.bc import random_shift
+from imitlab.training.augment import random_shift
 
 
 def timed(totals: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:

@@ -14,6 +14,7 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.recorder import record
 from imitlab.demos.synthetic import synthetic_episode, synthetic_writer
 from imitlab.policies import ImagePolicy, load_policy, state_statistics
+from imitlab.training.augment import random_shift
 from imitlab.training.bc import TrainConfig, train
 
 #: A budget far below the tiny demos' decoded size (~1 MiB): the loader must stream them.
@@ -132,3 +133,26 @@ def test_weight_average_is_what_validation_and_checkpoints_see(tiny_demos, tmp_p
     gap = {name: max((w[k].float() - v.float()).abs().max().item() for k, v in weights["raw"].items())
            for name, w in weights.items()}
     assert gap["near_zero"] < 1e-7 and gap["averaged"] > 1e-5  # the cosine schedule ends at a tiny learning rate
+
+
+def test_random_shift_is_replicate_pad_and_crop() -> None:
+    images = torch.randint(0, 256, (16, 20, 24, 3), dtype=torch.uint8)
+    shifted = random_shift(images, 4, torch.Generator().manual_seed(3))
+    # Reference: pad by replicating the edges, then crop each image at the same offsets the generator draws.
+    generator = torch.Generator().manual_seed(3)
+    dy, dx = (torch.randint(0, 9, (16,), generator=generator) for _ in range(2))
+    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (4, 4, 4, 4), mode="replicate")
+    for i in range(16):
+        crop = padded[i, :, dy[i]:dy[i] + 20, dx[i]:dx[i] + 24].permute(1, 2, 0).to(torch.uint8)
+        assert torch.equal(shifted[i], crop)
+    assert shifted.dtype == torch.uint8 and not torch.equal(shifted, images)
+    assert random_shift(images, 0, generator) is images
+
+
+def test_log_reports_validation_time_against_wall_time(tiny_run) -> None:
+    import json
+
+    log = json.loads((tiny_run / "train_log.json").read_text())
+    rollouts = [entry["rollout_seconds"] for entry in log["epochs"] if "rollout" in entry]
+    assert rollouts and all(seconds > 0 for seconds in rollouts)
+    assert log["validation_seconds"] == sum(rollouts) < log["seconds"]

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """DrQ's random shift on uint8 (B, H, W, C): replicate-pad by ``pad`` and crop at a random offset."""
+    """DrQ's random shift on uint8 (B, H, W, C): replicate-pad by ``pad`` and crop at a random offset.
+
+    Done as one gather with clamped indices (a replicate-padded pixel is the nearest edge pixel), in uint8: no
+    padded float copy of the batch, ~2.4x faster than padding and cropping (benchmarks/profile_train_step.py).
+    """
     if pad <= 0:
         return images
     b, h, w, _ = images.shape
-    padded = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None])[:, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None])[:, None, :]
-    batch = torch.arange(b)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].to(torch.uint8)
+    rows = (dy[:, None] + torch.arange(h)[None] - pad).clamp_(0, h - 1)[:, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None] - pad).clamp_(0, w - 1)[:, None, :]
+    return images[torch.arange(b)[:, None, None], rows, cols]

@@ -215,6 +215,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                            "val_samples": val_data.num_samples if val_data is not None else 0}
     best = BestCheckpoint()
     step = 0
+    validation_seconds = 0.0  # closed-loop rollouts: reported against the whole run's wall time
     start = time.perf_counter()
     try:
         for epoch in range(1, config.epochs + 1):
@@ -247,7 +248,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                           disable=not config.progress)]))
                 writer.add_scalar("loss/val", entry["val_loss"], step)
             if epoch % config.eval_every == 0 or epoch == config.epochs:
+                rollout_start = time.perf_counter()
                 rollout = validate(evaluated, val_envs, val_seeds, config.progress)
+                entry["rollout_seconds"] = time.perf_counter() - rollout_start
+                validation_seconds += entry["rollout_seconds"]
                 entry["rollout"] = rollout
                 for name, value in rollout.items():
                     writer.add_scalar(f"rollout/{name}", value, step)
@@ -258,7 +262,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 tqdm.write(f"epoch {epoch}: train loss {entry['train_loss']:.4f}"
                            + (f", val loss {entry['val_loss']:.4f}" if "val_loss" in entry else "")
                            + f", rollout success {100 * rollout['success_rate']:.0f} % on {len(val_seeds)} seeds"
-                           + (" (new best)" if new_best else ""))
+                           + (" (new best)" if new_best else "")
+                           + f"; validation {validation_seconds:.0f} s of {time.perf_counter() - start:.0f} s so far")
             log["epochs"].append(entry)
             (out / "train_log.json").write_text(json.dumps(log, indent=2))
             if config.patience and best.stale >= config.patience:
@@ -270,6 +275,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         for env in val_envs:
             env.close()
     log["seconds"] = time.perf_counter() - start
+    log["validation_seconds"] = validation_seconds
+    tqdm.write(f"validation rollouts took {validation_seconds:.0f} s of the run's {log['seconds']:.0f} s "
+               f"({100 * validation_seconds / log['seconds']:.0f} %)")
     (out / "train_log.json").write_text(json.dumps(log, indent=2))
     return log
 
