@@ -12,6 +12,8 @@ from importlib import resources
 import mujoco
 import numpy as np
 
+from imitlab.envs.stability import nonfinite_action, sim_instability
+
 #: Control frequency (Hz); each control step runs ``1 / (CONTROL_HZ * timestep)`` physics steps.
 CONTROL_HZ = 10
 #: Car geometry the experts need: front-to-rear axle distance (m), steering limit (rad), rear axle offset (m).
@@ -74,14 +76,21 @@ class Car:
         mujoco.mj_forward(self.model, self.data)
         self.throttle = 0.0
 
-    def step(self, action: np.ndarray) -> None:
-        """Apply ``[steering, throttle]`` (clipped to [-1, 1]) for one control period of physics."""
-        steer, throttle = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    def step(self, action: np.ndarray) -> str | None:
+        """Apply ``[steering, throttle]`` (clipped to [-1, 1]) for one control period of physics; returns why the
+        simulation can no longer be trusted (see ``stability.py``), or None. A non-finite action is not applied:
+        it would become NaN controls and brake damping."""
+        action = np.asarray(action, dtype=np.float64).reshape(2)
+        bad_action = nonfinite_action(action)
+        if bad_action is not None:
+            return bad_action
+        steer, throttle = np.clip(action, -1.0, 1.0)
         self.data.ctrl[:2] = steer * MAX_STEER
         self.data.ctrl[2:] = max(throttle, 0.0)
         self.model.dof_damping[self._wheel_dofs] = self._wheel_damping + BRAKE_DAMPING * max(-throttle, 0.0)
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self.throttle = float(throttle)
+        return sim_instability(self.data)
 
     def state(self) -> np.ndarray:
         """``[forward speed, yaw rate, steering angle, previous throttle]``, clipped to the state bounds."""

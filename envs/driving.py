@@ -19,6 +19,7 @@ from imitlab.envs.perturb import Perturber, SceneParts
 from imitlab.envs.ground_texture import GroundTexture
 from imitlab.envs.rendering import sharpen_texture
 from imitlab.envs.road import GRASS_RGB, LANE_OFFSET, LEAD_IN, ROAD_WIDTH, TAIL, Road, RoadColours
+from imitlab.envs.stability import mark_unstable, nonfinite_action
 
 if TYPE_CHECKING:
     from imitlab.envs.driving_expert import LaneFollowExpert
@@ -41,7 +42,8 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Reward is ``PROGRESS_REWARD`` per metre of arc length gained along the route, minus ``OFFROAD_PENALTY`` on
     leaving the road (car centre beyond the road edge), which terminates the episode. Reaching the route end or
     ``time_limit_s`` truncates it. ``info``: ``is_success`` (route end reached on the road), ``route_completion``
-    (0..1), ``lateral_offset`` (signed metres from the right lane's centre, left positive).
+    (0..1), ``lateral_offset`` (signed metres from the right lane's centre, left positive). A non-finite action
+    or an unstable simulation ends the episode (terminated, reward 0) with ``sim_unstable`` (see ``stability.py``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -105,6 +107,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
         self.road: Road | None = None
         self._s = 0.0
+        self._d = 0.0
         self._steps = 0
 
     # -- privileged state (the expert reads these) ------------------------------------------------------------
@@ -133,22 +136,34 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._steps = 0
         proj = self.road.project(self.car.xy)
         self._s = proj.s
+        self._d = proj.d
         return self._observation(), self._info(proj.d, success=False)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         assert self.road is not None, "call reset() before step()"
-        self.car.step(self.perturber.act(np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)))
+        action = np.asarray(action, dtype=np.float64).reshape(2)
+        bad_action = nonfinite_action(action)
+        if bad_action is not None:  # never written into ctrl or dof_damping
+            return self._end_unstable(bad_action)
+        unstable = self.car.step(self.perturber.act(np.clip(action, -1.0, 1.0)))
         self._steps += 1
+        if unstable is not None:
+            return self._end_unstable(unstable)
 
         proj = self.road.project(self.car.xy)
         reward = PROGRESS_REWARD * (proj.s - self._s)
         self._s = proj.s
+        self._d = proj.d
         terminated = abs(proj.d) > ROAD_WIDTH / 2
         if terminated:
             reward -= OFFROAD_PENALTY
         finished = proj.s >= self.route_length and not terminated
         truncated = finished or (self._steps >= self.max_steps and not terminated)
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(proj.d, finished)
+
+    def _end_unstable(self, reason: str) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """The step that ends an episode whose simulation cannot be trusted: no reward, the last sound offset."""
+        return self._observation(), 0.0, True, False, mark_unstable(self._info(self._d, success=False), reason)
 
     def render(self) -> np.ndarray | None:
         if self._chase is None:

@@ -75,15 +75,19 @@ def test_target_is_clipped_to_workspace(reach: ReachEnv, axis: int, sign: int) -
     assert pointing_down(reach) > 0.995
 
 
-def test_out_of_range_actions_are_clipped_and_nan_rejected() -> None:
+def test_out_of_range_actions_are_clipped_and_nan_ends_the_episode_flagged() -> None:
     big, unit = ReachEnv(image_size=SIZE), ReachEnv(image_size=SIZE)
     big.reset(seed=4)
     unit.reset(seed=4)
     obs_big = big.step(np.array([5.0, -7.0, 3.0, 9.0]))[0]
     obs_unit = unit.step(np.array([1.0, -1.0, 1.0, 1.0]))[0]
     np.testing.assert_array_equal(obs_big["state"], obs_unit["state"])
-    with pytest.raises(ValueError, match="finite"):
-        big.step(np.array([np.nan, 0.0, 0.0, 0.0]))
+    ctrl = big.data.ctrl.copy()
+    obs, reward, terminated, truncated, info = big.step(np.array([np.nan, 0.0, 0.0, 0.0]))
+    assert (terminated, truncated, reward) == (True, False, 0.0)
+    assert info["sim_unstable"] and "non-finite action" in info["sim_unstable_reason"] and not info["is_success"]
+    np.testing.assert_array_equal(big.data.ctrl, ctrl)  # nothing reached the simulator
+    np.testing.assert_array_equal(obs["state"], obs_big["state"])
     big.close()
     unit.close()
 

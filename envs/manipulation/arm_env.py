@@ -20,6 +20,7 @@ from imitlab.envs import Expert
 from imitlab.envs.manipulation.cameras import CameraRig
 from imitlab.envs.manipulation.controller import ARM_JOINTS, HOME_QPOS, IKController, Workspace
 from imitlab.envs.perturb import Perturber, SceneParts
+from imitlab.envs.stability import mark_unstable, nonfinite_action, sim_instability
 
 CONTROL_HZ = 10
 #: Largest end-effector displacement one action asks for, per axis, metres per control step.
@@ -60,6 +61,8 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     leashed to within ``TARGET_LEASH`` of the real grip position), clips it to ``WORKSPACE``, solves IK for it
     (gripper kept pointing down) and lets the joint servos track the result for 25 physics steps of 4 ms.
     ``perturb`` (or ``reset(options={"perturb": ...})``): distribution shifts, see ``imitlab.envs.perturb``.
+    A non-finite action or an unstable simulation ends the episode (terminated, reward 0) with ``sim_unstable``
+    in ``info`` (see ``envs/stability.py``); a non-finite action never reaches the simulator.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
@@ -176,8 +179,9 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         action = np.asarray(action, dtype=np.float64).reshape(4)
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action}")
+        bad_action = nonfinite_action(action)
+        if bad_action is not None:
+            return self._end_unstable(bad_action)
         action = self.perturber.act(np.clip(action, -1.0, 1.0))
         grip = self.grip_pos
         lag = self._target - grip
@@ -192,10 +196,17 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             mujoco.mj_step(self.model, self.data, nstep=self.substeps // len(RAMP))
         mujoco.mj_forward(self.model, self.data)  # positions, contacts and images describe the final state
         self._steps += 1
+        unstable = sim_instability(self.data)
+        if unstable is not None:
+            return self._end_unstable(unstable)
         info = self._info()
         terminated = bool(info["is_success"])
         truncated = not terminated and self._steps >= self.max_steps
         return self._observation(), -info["goal_distance"], terminated, truncated, info
+
+    def _end_unstable(self, reason: str) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """The step that ends an episode whose simulation cannot be trusted (no reward, never a success)."""
+        return self._observation(), 0.0, True, False, mark_unstable(self._info(), reason)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

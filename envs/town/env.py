@@ -20,6 +20,7 @@ from imitlab.core.errors import ImitlabError
 from imitlab.envs.car import CONTROL_HZ, HALF_LENGTH, STATE_HIGH, STATE_LOW, Car
 from imitlab.envs.rendering import set_fog, sharpen_texture, upload_texture
 from imitlab.envs.road import ROAD_WIDTH
+from imitlab.envs.stability import mark_unstable
 from imitlab.envs.town.graph import JUNCTION_HALF, Town
 from imitlab.envs.town.planner import COMMAND_NAMES, Route, impossible_reason, route_through, sample_route
 from imitlab.envs.town.scene import build_scene
@@ -188,8 +189,10 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         assert self.route is not None, "call reset() before step()"
         route = self.route
         front_before = self._s + HALF_LENGTH
-        self.car.step(action)
+        unstable = self.car.step(action)
         self._steps += 1
+        if unstable is not None:  # no reward, never a success: see envs/stability.py
+            return self._observation(), 0.0, True, False, mark_unstable(self._info(success=False), unstable)
         self.time_s = self._steps / CONTROL_HZ
         xy = self.car.xy
         proj = route.road.project(xy, near=(self._s - 3.0, self._s + 6.0))
