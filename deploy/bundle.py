@@ -239,18 +239,25 @@ def _write_spec(folder: Path, spec: dict[str, Any]) -> None:
 
 
 def _outcome(summary: EvalSummary) -> str:
+    """The gate's view: an error episode (crash, timeout, unstable simulation...) weighs as a failure, with why."""
     n = len(summary.episodes)
     low, high = wilson_interval(summary.successes, n)
+    errors = summary.error_lines()
+    shown = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
     return (f"success {summary.successes}/{n} = {100 * summary.successes / n:.1f} % "
-            f"(95 % Wilson {100 * low:.1f}-{100 * high:.1f} %)")
+            f"(95 % Wilson {100 * low:.1f}-{100 * high:.1f} %)"
+            + (f", counting {len(errors)} errors as failures ({shown})" if errors else ""))
 
 
 def _result(summary: EvalSummary, report: str) -> dict[str, Any]:
     data = summary.to_json()
     keys = ("successes", "episodes", "success_rate", "success_ci95", "mean_return", "mean_length", "metrics",
             "terminated_episodes", "inference_ms_per_step")
-    return {**{k: data[k] for k in keys}, "per_seed_success": {str(e.seed): e.success for e in summary.episodes},
-            "report": report}
+    n = len(summary.episodes)  # the gate counts an error as a failure
+    gate = {"success_rate": summary.successes / n, "success_ci95": list(wilson_interval(summary.successes, n)),
+            "errors": data["errors"], "error_episodes": data["error_episodes"]}
+    return {**{k: data[k] for k in keys}, **gate,
+            "per_seed_success": {str(e.seed): e.success for e in summary.episodes}, "report": report}
 
 
 def _torch_latency(policy: Any, probe: dict[str, np.ndarray]) -> dict[str, float]:

@@ -73,9 +73,16 @@ def action_labels(env_id: str, action_dim: int) -> list[str]:
     return [f"a{i}" for i in range(action_dim)]
 
 
+def time_limit_s(env: gym.Env) -> float:
+    """An episode's time limit in simulated seconds: every imitlab env takes at most ``max_steps`` control steps
+    at ``metadata["render_fps"]`` (one video frame per control step)."""
+    unwrapped = env.unwrapped
+    return float(unwrapped.max_steps) / float(unwrapped.metadata["render_fps"])
+
+
 def make_expert(env: gym.Env) -> Expert:
     """The privileged expert of ``env``'s task (every imitlab env defines ``make_expert``)."""
     return env.unwrapped.make_expert()
 
 
-__all__ = ["TASKS", "Expert", "action_labels", "env_class", "make_env", "make_expert"]
+__all__ = ["TASKS", "Expert", "action_labels", "env_class", "make_env", "make_expert", "time_limit_s"]

@@ -2,18 +2,23 @@
 
 Both agents face the identical episode start for every seed, so seed difficulty cancels: only the discordant
 seeds (one succeeds, the other fails) carry information about which is better. That makes the paired test far
-more sensitive than comparing two independent success rates and their Wilson intervals.
+more sensitive than comparing two independent success rates and their Wilson intervals. A seed where either
+side's episode was an error (exception, crash, timeout, unstable simulation) has no pair: it is left out and
+listed, never scored as a failure.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.fsio import publish_dir, staging_dir
 from imitlab.evaluation.agent_spec import AgentSpec
 from imitlab.evaluation.evaluate import EvalSummary, evaluate
 from imitlab.evaluation.stats import wilson_interval
@@ -70,24 +75,32 @@ def comparison(a: EvalSummary, b: EvalSummary) -> dict[str, Any]:
     seeds = [e.seed for e in a.episodes]
     if seeds != [e.seed for e in b.episodes]:
         raise ValueError("a paired comparison needs both evaluations on the same seeds in the same order")
+    pairs = [(ea, eb) for ea, eb in zip(a.episodes, b.episodes) if "error" not in (ea.outcome, eb.outcome)]
+    errors = [{"seed": ea.seed, **{side: f"{e.error_kind}: {e.error}" for side, e in (("a", ea), ("b", eb))
+                                   if e.outcome == "error"}}
+              for ea, eb in zip(a.episodes, b.episodes) if "error" in (ea.outcome, eb.outcome)]
+    if not pairs:
+        raise ImitlabError(f"no seed has a scored episode on both sides ({len(errors)} seeds had errors, e.g. "
+                           f"seed {errors[0]['seed']}: {errors[0].get('a') or errors[0].get('b')})")
     return {
         "a": a.agent, "b": b.agent, "env_id": a.env_id,
-        "success": paired_success([e.success for e in a.episodes], [e.success for e in b.episodes]),
-        "return": paired_mean_diff([e.episode_return for e in a.episodes], [e.episode_return for e in b.episodes]),
+        "success": paired_success([ea.success for ea, _ in pairs], [eb.success for _, eb in pairs]),
+        "return": paired_mean_diff([ea.episode_return for ea, _ in pairs], [eb.episode_return for _, eb in pairs]),
         "per_seed": [{"seed": ea.seed, "a_success": ea.success, "b_success": eb.success,
                       "success_diff": int(ea.success) - int(eb.success),
                       "a_return": ea.episode_return, "b_return": eb.episode_return}
-                     for ea, eb in zip(a.episodes, b.episodes)],
+                     for ea, eb in pairs],
+        "errors": errors,
         "reports": [a.to_json(), b.to_json()],
     }
 
 
 def compare(agent_a: AgentSpec, agent_b: AgentSpec, seeds: Sequence[int], workers: int | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, episode_timeout: float | None = None) -> dict[str, Any]:
     """Evaluate both agents on ``seeds`` and compare them seed by seed (``imitlab.agents.resolve_pair`` makes
     the pair, with the expert in the other side's env configuration)."""
-    a = evaluate(agent_a, seeds, workers=workers, progress=progress)
-    b = evaluate(agent_b, seeds, workers=workers, progress=progress)
+    a, b = (evaluate(agent, seeds, workers=workers, progress=progress, episode_timeout=episode_timeout)
+            for agent in (agent_a, agent_b))
     return comparison(a, b)
 
 
@@ -107,13 +120,25 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         "", "Seeds where they disagree: " + (", ".join(
             f"{p['seed']} ({'A' if p['success_diff'] > 0 else 'B'})" for p in result["per_seed"] if p["success_diff"])
             or "none"),
-    ]) + "\n"
+    ] + _error_lines(result.get("errors", []))) + "\n"
+
+
+def _error_lines(errors: list[dict[str, Any]]) -> list[str]:
+    if not errors:
+        return []
+    return ["", f"Seeds left out of the pairing, an error on either side ({len(errors)}):", ""] + [
+        f"- {e['seed']}: " + "; ".join(f"{side.upper()} {e[side]}" for side in ("a", "b") if side in e)
+        for e in errors]
 
 
 def write_comparison(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """``compare.json`` (both reports, paired statistics, per-seed table) and ``compare.md``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "compare.json", out_dir / "compare.md"
-    json_path.write_text(json.dumps(result, indent=2))
-    md_path.write_text(comparison_markdown(result))
-    return {"json": json_path, "markdown": md_path}
+    """``compare.json`` (both reports, paired statistics, per-seed table) and ``compare.md``, as one folder
+    renamed into place (it replaces ``out_dir``: check it with ``fsio.check_out_dir`` before evaluating)."""
+    staging = staging_dir(out_dir)
+    try:
+        (staging / "compare.json").write_text(json.dumps(result, indent=2))
+        (staging / "compare.md").write_text(comparison_markdown(result))
+        publish_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"json": out_dir / "compare.json", "markdown": out_dir / "compare.md"}

@@ -20,12 +20,14 @@ from imitlab.evaluation.offline import offline_rows
 
 _SUCCESS = "#2e9d46"
 _FAILURE = "#d0473a"
+_ERROR = "#8a8a8a"
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 .ok { color: #2e9d46; font-weight: 600; } .bad { color: #d0473a; font-weight: 600; }
+.err { color: #666; font-weight: 600; }
 .videos { display: flex; flex-wrap: wrap; gap: 1em; } .videos figure { margin: 0; }
 img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
 """
@@ -41,18 +43,20 @@ def write_html_report(data: dict[str, Any], path: Path) -> Path:
 def html_report(data: dict[str, Any]) -> str:
     """The page: summary, per-seed success, metric histograms, action traces, videos, provenance, episodes."""
     episodes = data["per_episode"]
-    ranked = sorted(episodes, key=lambda e: (not e["success"], -e["episode_return"], e["seed"]))
+    scored = [e for e in episodes if e["outcome"] != "error"] or episodes
+    ranked = sorted(scored, key=lambda e: (not e["success"], -e["episode_return"], e["seed"]))
     best, worst = ranked[0], ranked[-1]
     sections = [
         f"<h1>Closed-loop evaluation: {_esc(data['agent'])}</h1>",
         f"<p>Env <code>{_esc(data['env_id'])}</code> with <code>{_esc(json.dumps(data['env_kwargs']))}</code>; "
         f"{data['episodes']} episodes on seeds {episodes[0]['seed']}..{episodes[-1]['seed']}.</p>",
         _summary_table(data),
+        _errors(data),
         "<h2>Success per seed</h2>", _img(_success_figure(episodes)),
-        "<h2>Metric distributions</h2>", _img(_histogram_figure(episodes)),
+        "<h2>Metric distributions</h2>", _img(_histogram_figure(scored)),
         "<h2>Action traces</h2>",
         f"<p>Every episode in grey; best (seed {best['seed']}) in green, worst (seed {worst['seed']}) in red.</p>",
-        _img(_actions_figure(episodes, data.get("action_labels") or [], best, worst)),
+        _img(_actions_figure(scored, data.get("action_labels") or [], best, worst)),
         "<h2>Videos</h2>", _videos(episodes),
         "<h2>Policy</h2>", _provenance(data.get("policy") or {}),
         "<h2>Episodes</h2>", _episode_table(episodes),
@@ -74,17 +78,30 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 def _summary_table(data: dict[str, Any]) -> str:
     low, high = data["success_ci95"]
     tts = data.get("mean_time_to_success")
+    rate, ret, length, ms = (data[k] for k in ("success_rate", "mean_return", "mean_length", "inference_ms_per_step"))
     rows = [
-        ("success rate", f"{100 * data['success_rate']:.1f} % ({data['successes']}/{data['episodes']})"),
+        ("success rate (scored episodes)",
+         f"{'-' if rate is None else f'{100 * rate:.1f} %'} ({data['successes']}/{data['scored_episodes']})"),
         ("95 % Wilson interval", f"{100 * low:.1f} - {100 * high:.1f} %"),
-        ("return", f"{data['mean_return']:.2f} +- {data.get('std_return', float('nan')):.2f}"),
-        ("episode length (steps)", f"{data['mean_length']:.1f}"),
+        ("errors (not scored: exception, crash, timeout, unstable simulation)", data["errors"]),
+        ("return", "-" if ret is None else f"{ret:.2f} +- {data.get('std_return') or 0.0:.2f}"),
+        ("episode length (steps)", "-" if length is None else f"{length:.1f}"),
         ("steps to success (successful episodes)", "-" if tts is None else f"{tts:.1f}"),
         ("ended early without success (driving: off-road)", data["terminated_episodes"]),
-        ("policy inference per step", f"{data['inference_ms_per_step']:.3f} ms"),
+        ("policy inference per step", "-" if ms is None else f"{ms:.3f} ms"),
     ] + [(name, f"{value:.4f}") for name, value in data["metrics"].items()]
     rows += [(name, cells[0]) for name, cells in offline_rows([data]).items()]
+    if data.get("interrupted"):
+        rows.insert(0, ("interrupted", f"{len(data['seeds_not_run'])} seeds not run"))
     return _table(rows)
+
+
+def _errors(data: dict[str, Any]) -> str:
+    """The episodes that could not be scored, with why: they are neither successes nor failures."""
+    if not data["errors"]:
+        return ""
+    rows = [(f"seed {e['seed']}", f"{e['kind']}: {e['reason']}") for e in data["error_episodes"]]
+    return "<h2>Errors</h2>" + _table(rows)
 
 
 def _png(fig: Figure) -> str:
@@ -102,11 +119,11 @@ def _success_figure(episodes: list[dict[str, Any]]) -> Figure:
     fig = Figure(figsize=(11, 2.8))
     ax = fig.add_subplot()
     x = np.arange(len(episodes))
-    colours = [_SUCCESS if e["success"] else _FAILURE for e in episodes]
+    colours = [{"success": _SUCCESS, "failure": _FAILURE}.get(e["outcome"], _ERROR) for e in episodes]
     ax.bar(x, [e["episode_return"] for e in episodes], color=colours)
     step = max(1, len(episodes) // 25)
     ax.set_xticks(x[::step], [str(e["seed"]) for e in episodes][::step], rotation=60, fontsize=7)
-    ax.set_xlabel("seed (green: success, red: failure)")
+    ax.set_xlabel("seed (green: success, red: failure, grey: error)")
     ax.set_ylabel("return")
     ax.axhline(0, color="#888", linewidth=0.5)
     return fig
@@ -200,7 +217,8 @@ def _episode_table(episodes: list[dict[str, Any]]) -> str:
     rows = []
     for e in episodes:
         outcome = '<span class="ok">success</span>' if e["success"] else (
-            '<span class="bad">ended early</span>' if e["terminated"] else '<span class="bad">timed out</span>')
+            f'<span class="err">error: {_esc(e["error_kind"])}</span>' if e["outcome"] == "error" else
+            '<span class="bad">ended early</span>' if e["terminated"] else '<span class="bad">time limit</span>')
         cells = [str(e["seed"]), outcome, f"{e['episode_return']:.2f}", str(e["length"]),
                  "-" if e.get("time_to_success") is None else str(e["time_to_success"])]
         cells += [f"{e['metrics'][m]:.3f}" if m in e["metrics"] else "-" for m in names]

@@ -16,6 +16,7 @@ import numpy as np
 
 from imitlab.core.observation_keys import image_keys_of_frames
 from imitlab.envs import action_labels, make_expert
+from imitlab.envs.stability import UNSTABLE_KEY, UNSTABLE_REASON_KEY
 from imitlab.evaluation.progress import RolloutBar
 from imitlab.evaluation.video import annotate_frame, write_mp4
 
@@ -25,7 +26,8 @@ class Agent(Protocol):
 
     def bind(self, envs: Sequence[gym.Env]) -> None: ...
 
-    def reset(self, slot: int) -> None: ...
+    def reset(self, slot: int, seed: int) -> None:
+        """A new episode from ``seed`` starts in ``slot``."""
 
     def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -39,7 +41,7 @@ class PolicyAgent:
     def bind(self, envs: Sequence[gym.Env]) -> None:
         pass
 
-    def reset(self, slot: int) -> None:
+    def reset(self, slot: int, seed: int) -> None:
         pass
 
     def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -52,16 +54,20 @@ class ExpertAgent:
     def bind(self, envs: Sequence[gym.Env]) -> None:
         self.experts = [make_expert(env) for env in envs]
 
-    def reset(self, slot: int) -> None:
+    def reset(self, slot: int, seed: int) -> None:
         self.experts[slot].reset()
 
     def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray:
         return np.stack([self.experts[s].act({k: v[i] for k, v in obs.items()}) for i, s in enumerate(slots)])
 
 
+#: Why an episode has no valid outcome (see ``EpisodeResult.error_kind``).
+ERROR_KINDS = ("exception", "crash", "timeout", "sim_unstable")
+
+
 @dataclass
 class EpisodeResult:
-    """One closed-loop episode."""
+    """One closed-loop episode: a success, a failure, or an error (it could not be scored, see ``error_kind``)."""
 
     seed: int
     success: bool
@@ -75,9 +81,26 @@ class EpisodeResult:
     video: str | None = None
     time_to_success: int | None = None
     """Steps until ``info["is_success"]`` first held (None if it never did); manipulation ends there."""
+    error_kind: str | None = None
+    """None for a scored episode; else one of ``ERROR_KINDS``: the agent or env raised, the worker process died,
+    the episode ran past its timeout, or the simulation became unstable. Errors are never counted as failures."""
+    error: str | None = None
+    """What went wrong, in one line (the exception, the signal, the timeout, MuJoCo's warning)."""
+
+    @property
+    def outcome(self) -> str:
+        """``success``, ``failure`` or ``error``."""
+        return "error" if self.error_kind else "success" if self.success else "failure"
+
+    @classmethod
+    def errored(cls, seed: int, kind: str, reason: str) -> EpisodeResult:
+        """An episode that produced nothing to score (its worker raised, died or hung)."""
+        assert kind in ERROR_KINDS, kind
+        return cls(seed=int(seed), success=False, episode_return=0.0, length=0, terminated=False, metrics={},
+                   inference_ms=0.0, error_kind=kind, error=reason)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"outcome": self.outcome}
 
 
 def aggregate_metrics(env: gym.Env, infos: list[dict[str, Any]]) -> dict[str, float]:
@@ -102,7 +125,7 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
     obs = []
     for slot, (env, seed) in enumerate(zip(envs, seeds)):
         obs.append(env.reset(seed=int(seed))[0])
-        agent.reset(slot)
+        agent.reset(slot, int(seed))
     running = list(range(len(envs)))
     returns = np.zeros(len(envs))
     infos: list[list[dict[str, Any]]] = [[] for _ in envs]
@@ -135,10 +158,12 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
             progress.step(len(acts))
     results = []
     for slot, (env, seed) in enumerate(zip(envs, seeds)):
+        last = infos[slot][-1]
+        unstable = bool(last.get(UNSTABLE_KEY, False))
         video = None
         if slot in frames and video_dir is not None:
-            success = bool(infos[slot][-1].get("is_success", False))
-            name = f"seed_{seed}_{'success' if success else 'failure'}.mp4"
+            success = bool(last.get("is_success", False))
+            name = f"seed_{seed}_{'unstable' if unstable else 'success' if success else 'failure'}.mp4"
             video = str(write_mp4(video_dir / name, frames[slot], env.metadata.get("render_fps", 10)))
         results.append(EpisodeResult(
             seed=int(seed),
@@ -151,6 +176,8 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
             actions=[a.tolist() for a in actions[slot]] if record_actions else [],
             video=video,
             time_to_success=next((i + 1 for i, info in enumerate(infos[slot]) if info.get("is_success")), None),
+            error_kind="sim_unstable" if unstable else None,
+            error=str(last.get(UNSTABLE_REASON_KEY, "unstable simulation")) if unstable else None,
         ))
     return results
 

@@ -19,6 +19,9 @@ def evaluate_cmd(
     workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores). Results do not depend on it."),
     videos: int = typer.Option(4, min=0, help="Write N mp4s: the best and worst episodes, alternately."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/eval or runs/eval-expert)."),
+    overwrite: bool = typer.Option(False, help="Replace the report folder if it holds an earlier report."),
+    episode_timeout: float = typer.Option(0.0, min=0.0, help="Wall seconds per episode before it counts as an "
+                                          "error (0: 10x the env's time limit, at least 60 s)."),
     image_size: Optional[int] = typer.Option(None, help="Override the camera size (expert only)."),
     env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable), e.g. "
                                       "'perturb={\"lighting\": 3}'; overrides the policy's."),
@@ -26,24 +29,32 @@ def evaluate_cmd(
                                          "expert's rollouts of the first N evaluation seeds (0: off)."),
     offline_demos: Optional[Path] = typer.Option(None, help="A held-out dataset for the offline metrics instead."),
 ) -> None:
-    """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos."""
+    """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos.
+
+    An episode whose worker raises, crashes or hangs, or whose simulation goes unstable, is an error: counted
+    apart, never as a failure. Ctrl-C or SIGTERM writes a partial report of the finished episodes."""
     from imitlab.agents import EXPERT, resolve_agent
-    from imitlab.evaluation.evaluate import evaluate, write_report
+    from imitlab.core.fsio import check_out_dir
+    from imitlab.evaluation.evaluate import EvaluationInterrupted, evaluate_to_folder, summary_line
 
     if out is None:
         out = Path(agent) / "eval" if agent != EXPERT else Path("runs") / "eval-expert"
+    check_out_dir(out, overwrite)  # before loading anything
     spec = resolve_agent(agent, env, parse_env_kwargs(env_arg, image_size))
     seeds = list(range(seed_start, seed_start + episodes))
-    summary = evaluate(spec, seeds, workers=workers or None, video_dir=out / "videos", videos=videos)
+    offline = None
     if offline_episodes or offline_demos:
         from imitlab.evaluation.offline import offline_metrics
 
-        summary.offline = offline_metrics(spec, seeds[:offline_episodes], offline_demos)
-    paths = write_report(summary, out)
-    data = summary.to_json()
-    low, high = data["success_ci95"]
-    typer.echo(f"success {data['successes']}/{data['episodes']} = {100 * data['success_rate']:.0f} % "
-               f"(95 % CI {100 * low:.0f}-{100 * high:.0f} %); report: {paths['markdown']} and {paths['html']}")
+        offline = offline_metrics(spec, seeds[:offline_episodes], offline_demos)
+    try:
+        summary, paths = evaluate_to_folder(spec, seeds, out, overwrite=overwrite, videos=videos, offline=offline,
+                                            workers=workers or None, episode_timeout=episode_timeout or None)
+    except EvaluationInterrupted as interrupted:
+        partial = f"partial report: {out / 'report.md'}" if interrupted.summary.episodes else "no episode finished"
+        typer.echo(f"imitlab: interrupted: {summary_line(interrupted.summary.to_json())}; {partial}", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"{summary_line(summary.to_json())}; report: {paths['markdown']} and {paths['html']}")
 
 
 def compare_cmd(
@@ -54,16 +65,25 @@ def compare_cmd(
     seed_start: int = typer.Option(HELD_OUT_SEED_START, help="First seed."),
     workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores)."),
     out: Path = typer.Option(Path("runs/compare"), help="Folder for compare.json and compare.md."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it holds an earlier comparison."),
+    episode_timeout: float = typer.Option(0.0, min=0.0, help="Wall seconds per episode before it counts as an "
+                                          "error (0: 10x the env's time limit, at least 60 s)."),
 ) -> None:
-    """Evaluate two policies on the same seeds and report the paired success difference (McNemar, Newcombe CI)."""
+    """Evaluate two policies on the same seeds and report the paired success difference (McNemar, Newcombe CI).
+    A seed where either side's episode is an error is left out of the pairing and listed."""
     from imitlab.agents import resolve_pair
+    from imitlab.core.fsio import check_out_dir
     from imitlab.evaluation.compare import compare, write_comparison
 
+    check_out_dir(out, overwrite)
     spec_a, spec_b = resolve_pair(agent_a, agent_b, env)
-    result = compare(spec_a, spec_b, list(range(seed_start, seed_start + episodes)), workers=workers or None)
+    result = compare(spec_a, spec_b, list(range(seed_start, seed_start + episodes)), workers=workers or None,
+                     episode_timeout=episode_timeout or None)
     paths = write_comparison(result, out)
     s = result["success"]
     low, high = s["success_diff_ci95"]
     typer.echo(f"A only: {s['only_a']}, B only: {s['only_b']}, both: {s['both_succeed']}, neither: {s['neither']}; "
                f"success A - B = {100 * s['success_diff']:+.1f} points (95 % CI {100 * low:+.1f} to {100 * high:+.1f}), "
-               f"McNemar p = {s['mcnemar_p']:.3g}; report: {paths['markdown']}")
+               f"McNemar p = {s['mcnemar_p']:.3g}"
+               + (f"; {len(result['errors'])} seeds left out (errors)" if result["errors"] else "")
+               + f"; report: {paths['markdown']}")

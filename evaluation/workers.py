@@ -1,0 +1,220 @@
+"""Supervised worker processes that run closed-loop episodes one at a time and survive their faults.
+
+A ``ProcessPoolExecutor`` breaks for good when one worker dies (a segfault in a simulator or a native kernel)
+and cannot stop a hung task, so one bad episode would cost the whole evaluation. Here every worker has its own
+pipe and is given one episode at a time; the parent waits on the pipes and the process sentinels with the
+nearest deadline as timeout. An exception becomes that episode's error inside the worker; a worker that dies
+or runs past the episode timeout is killed, its episode recorded as an error with the reason, and a fresh
+worker takes its place. A result depends only on its seed, so a replacement reproduces what the dead worker
+would have done for every other episode.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Iterable, Iterator, Protocol
+
+from imitlab.core.errors import ImitlabError
+from imitlab.evaluation.rollout import EpisodeResult
+
+#: Seconds a worker may take to start (spawn, imports, loading the agent, building the env) before it is killed.
+STARTUP_TIMEOUT_S = 300.0
+#: Workers that may die or hang while starting, in a row, before the evaluation gives up (it cannot start).
+MAX_STARTUP_FAILURES = 3
+#: Seconds a worker gets to exit after it is told to stop, before it is killed.
+SHUTDOWN_GRACE_S = 5.0
+
+
+class EpisodeRunner(Protocol):
+    """What a worker holds: one agent and one env, reused for every episode it is given."""
+
+    time_limit_s: float
+    """The env's episode time limit in simulated seconds (the default episode timeout is a multiple of it)."""
+
+    def run(self, seed: int, with_video: bool) -> EpisodeResult: ...
+
+
+#: Builds a worker's runner in the worker process; must be picklable (a module-level function or a partial).
+RunnerFactory = Callable[[], EpisodeRunner]
+
+
+def exception_reason(exc: BaseException) -> str:
+    """One line naming the exception and where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _worker_main(conn: Connection, factory: RunnerFactory) -> None:
+    """Worker process: build the runner, then run the episodes the parent sends until it sends None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    try:
+        runner = factory()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the evaluation with it
+        conn.send(("setup_failed", exception_reason(exc)))
+        return
+    conn.send(("ready", float(runner.time_limit_s)))
+    while (task := conn.recv()) is not None:
+        seed, with_video = task
+        try:
+            result = runner.run(seed, with_video)
+        except Exception as exc:  # noqa: BLE001 - one episode's fault, recorded as its error
+            result = EpisodeResult.errored(seed, "exception", exception_reason(exc))
+        conn.send(("result", result))
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    started: float
+    ready: bool = False
+    task: tuple[int, bool] | None = None
+    deadline: float = 0.0
+
+    def due(self) -> float | None:
+        """When it must have started or finished its episode; None while it idles."""
+        if not self.ready:
+            return self.started + STARTUP_TIMEOUT_S
+        return self.deadline if self.task is not None else None
+
+
+def _death_reason(process: multiprocessing.process.BaseProcess) -> str:
+    process.join(timeout=1.0)
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker process killed by signal {-code}"
+    return f"worker process exited with code {code}"
+
+
+class EpisodePool:
+    """``workers`` supervised processes; ``run`` yields one result per task, in completion order.
+
+    ``episode_timeout_s``: wall-clock seconds one episode may take; None gives ``timeout_factor`` times the
+    env's time limit (at least ``min_timeout_s``), generous because a slow machine must not turn into errors.
+    """
+
+    def __init__(self, factory: RunnerFactory, workers: int, episode_timeout_s: float | None = None,
+                 timeout_factor: float = 10.0, min_timeout_s: float = 60.0):
+        self.factory = factory
+        self.size = max(1, workers)
+        self.episode_timeout_s = episode_timeout_s
+        self.timeout_factor = timeout_factor
+        self.min_timeout_s = min_timeout_s
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._startup_failures = 0
+        self._timeout = 0.0  # set when the first worker reports the env's time limit
+
+    def __enter__(self) -> EpisodePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close(graceful=exc_info[0] is None)
+
+    def timeout_for(self, time_limit_s: float) -> float:
+        if self.episode_timeout_s is not None:
+            return self.episode_timeout_s
+        return max(self.min_timeout_s, self.timeout_factor * time_limit_s)
+
+    def run(self, tasks: Iterable[tuple[int, bool]]) -> Iterator[EpisodeResult]:
+        """Run ``(seed, with_video)`` tasks; every task yields exactly one result, an error if it could not run."""
+        pending = deque(tasks)
+        while pending or any(w.task is not None for w in self._workers):
+            self._top_up(len(pending) + sum(w.task is not None for w in self._workers))
+            for worker in self._workers:
+                if worker.ready and worker.task is None and pending:
+                    worker.task = pending.popleft()
+                    worker.conn.send(worker.task)
+                    worker.deadline = time.monotonic() + self._timeout
+            yield from self._wait()
+
+    def _top_up(self, needed: int) -> None:
+        while len(self._workers) < min(self.size, needed):
+            parent, child = self._context.Pipe()
+            process = self._context.Process(target=_worker_main, args=(child, self.factory), daemon=True)
+            process.start()
+            child.close()
+            self._workers.append(_Worker(process, parent, time.monotonic()))
+
+    def _wait(self) -> Iterator[EpisodeResult]:
+        """Block until a message, a death or the nearest deadline; yield the results that came of it."""
+        deadlines = [due for w in self._workers if (due := w.due()) is not None]
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        wait([w.conn for w in self._workers] + [w.process.sentinel for w in self._workers], timeout)
+        for worker in list(self._workers):
+            result = self._service(worker)
+            if result is not None:
+                yield result
+
+    def _service(self, worker: _Worker) -> EpisodeResult | None:
+        """Read one message from ``worker`` or notice it died or hung; replace a lost worker."""
+        try:
+            if worker.conn.poll():
+                kind, payload = worker.conn.recv()
+                return self._handle(worker, kind, payload)
+        except (EOFError, OSError):
+            pass  # its pipe closed: it died, handled below
+        else:
+            due = worker.due()
+            if worker.process.is_alive() and (due is None or time.monotonic() < due):
+                return None
+        if worker.process.is_alive():
+            worker.process.kill()
+            reason = (f"episode ran past its {self._timeout:.0f} s timeout" if worker.ready else
+                      f"worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
+            kind = "timeout"
+        else:
+            reason, kind = _death_reason(worker.process), "crash"
+        self._drop(worker)
+        if not worker.ready:
+            self._startup_failures += 1
+            if self._startup_failures >= MAX_STARTUP_FAILURES:
+                raise ImitlabError(f"evaluation workers fail to start ({reason}, {self._startup_failures} times)")
+            return None
+        return EpisodeResult.errored(worker.task[0], kind, reason) if worker.task is not None else None
+
+    def _handle(self, worker: _Worker, kind: str, payload: object) -> EpisodeResult | None:
+        if kind == "setup_failed":
+            raise ImitlabError(f"an evaluation worker could not load the agent or env: {payload}")
+        if kind == "ready":
+            worker.ready = True
+            self._startup_failures = 0
+            self._timeout = self.timeout_for(float(payload))  # type: ignore[arg-type]
+            return None
+        assert kind == "result" and isinstance(payload, EpisodeResult)
+        worker.task = None
+        return payload
+
+    def _drop(self, worker: _Worker) -> None:
+        worker.process.join(timeout=1.0)
+        worker.conn.close()
+        self._workers.remove(worker)
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop every worker: asked politely after a clean run, killed at once after an error or interrupt."""
+        for worker in self._workers:
+            if graceful and worker.task is None and worker.ready:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+            else:
+                worker.process.kill()
+        end = time.monotonic() + SHUTDOWN_GRACE_S
+        for worker in self._workers:
+            worker.process.join(timeout=max(0.0, end - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers.clear()
