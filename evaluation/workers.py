@@ -60,7 +60,13 @@ def _worker_main(conn: Connection, factory: RunnerFactory) -> None:
         conn.send(("setup_failed", exception_reason(exc)))
         return
     conn.send(("ready", float(runner.time_limit_s)))
-    while (task := conn.recv()) is not None:
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if task is None:
+            return
         seed, with_video = task
         try:
             result = runner.run(seed, with_video)
@@ -87,6 +93,10 @@ class _Worker:
 
 def _death_reason(process: multiprocessing.process.BaseProcess) -> str:
     process.join(timeout=1.0)
+    if process.is_alive():  # it closed its pipe but lingers: it is of no further use
+        process.kill()
+        process.join()
+        return "worker process closed its pipe"
     code = process.exitcode
     if code is not None and code < 0:
         try:
@@ -162,20 +172,23 @@ class EpisodePool:
             if worker.conn.poll():
                 kind, payload = worker.conn.recv()
                 return self._handle(worker, kind, payload)
-        except (EOFError, OSError):
-            pass  # its pipe closed: it died, handled below
-        else:
-            due = worker.due()
-            if worker.process.is_alive() and (due is None or time.monotonic() < due):
-                return None
-        if worker.process.is_alive():
-            worker.process.kill()
-            reason = (f"episode ran past its {self._timeout:.0f} s timeout" if worker.ready else
-                      f"worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
-            kind = "timeout"
-        else:
-            reason, kind = _death_reason(worker.process), "crash"
-        self._drop(worker)
+        except (EOFError, OSError):  # its end of the pipe closed: it is exiting or gone
+            return self._lost(worker, "crash", _death_reason(worker.process))
+        if not worker.process.is_alive():
+            return self._lost(worker, "crash", _death_reason(worker.process))
+        due = worker.due()
+        if due is None or time.monotonic() < due:
+            return None
+        worker.process.kill()
+        reason = (f"episode ran past its {self._timeout:.0f} s timeout" if worker.ready else
+                  f"worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
+        return self._lost(worker, "timeout", reason)
+
+    def _lost(self, worker: _Worker, kind: str, reason: str) -> EpisodeResult | None:
+        """Forget a dead or killed worker (``_top_up`` replaces it); its episode, if it had one, is an error."""
+        worker.process.join(timeout=1.0)
+        worker.conn.close()
+        self._workers.remove(worker)
         if not worker.ready:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
@@ -194,11 +207,6 @@ class EpisodePool:
         assert kind == "result" and isinstance(payload, EpisodeResult)
         worker.task = None
         return payload
-
-    def _drop(self, worker: _Worker) -> None:
-        worker.process.join(timeout=1.0)
-        worker.conn.close()
-        self._workers.remove(worker)
 
     def close(self, graceful: bool = True) -> None:
         """Stop every worker: asked politely after a clean run, killed at once after an error or interrupt."""
