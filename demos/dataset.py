@@ -46,6 +46,7 @@ from gymnasium import spaces
 
 from imitlab.core.documents import read_format_document
 from imitlab.core.errors import ImitlabError
+from imitlab.core.fsio import fsync_dir, write_json_atomic
 from imitlab.core.limits import MAX_OBJECT_KEYS, MAX_SPACE_ELEMENTS
 from imitlab.core.observation_keys import is_image_sequence
 
@@ -131,23 +132,21 @@ class Episode:
         return len(self.actions)
 
 
-def _write_atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def _create_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``path`` only if it does not exist yet (a private temp file hard-linked into place), so writers
-    racing to create one dataset leave the first header alone."""
+    """Write ``path`` only if it does not exist yet (a private, fsynced temp file hard-linked into place, then
+    the folder fsynced), so writers racing to create one dataset leave the first header alone."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(payload, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
     try:
         os.link(tmp, path)
     except FileExistsError:
         pass
     finally:
         tmp.unlink()
+    fsync_dir(path.parent)
 
 
 def write_episode_file(path: Path, episode: Episode) -> None:
@@ -307,7 +306,7 @@ class DemoDataset:
             unknown = set(episodes) - known
             if unknown:
                 raise ImitlabError(f"mask {name!r} names episodes not in {self.path}: {', '.join(sorted(unknown)[:5])}")
-        _write_atomic_json(self.path / MASKS, {k: list(v) for k, v in masks.items()})
+        write_json_atomic(self.path / MASKS, {k: list(v) for k, v in masks.items()})
 
     def __len__(self) -> int:
         return len(self.episode_paths())

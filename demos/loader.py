@@ -143,6 +143,8 @@ class DemoLoader:
                            + 4 * (self.state_dim + self.action_dim))
         paths, lengths, seeds = [], [], []
         self.excluded = 0
+        self.skipped_nonfinite: list[Path] = []
+        """Episodes left out because their actions or states hold NaN or infinity (they would poison every batch)."""
         for dataset in self.datasets:
             excluded = read_exclusions(dataset)
             for path in dataset.episode_paths(mask):
@@ -152,15 +154,27 @@ class DemoLoader:
                 with open_episode_file(path) as f:
                     attrs = file_attrs(f)
                     length = int(f["actions"].shape[0])
+                    finite = bool(np.isfinite(f["actions"][()]).all() and np.isfinite(f["obs"]["state"][()]).all())
                 if successful_only and not attrs.get("success", False) and attrs.get("source") not in keep_sources:
+                    continue
+                if not finite:
+                    self.skipped_nonfinite.append(path)
                     continue
                 paths.append(path)
                 lengths.append(length)
                 seeds.append(int(attrs.get("seed", -1)))
         if not paths:
             raise ImitlabError(f"dataset {first.path} has no {'successful ' if successful_only else ''}episodes"
-                               + (f" in mask {mask!r}" if mask else ""))
+                               + (f" in mask {mask!r}" if mask else "")
+                               + (f" ({len(self.skipped_nonfinite)} skipped for non-finite actions or states)"
+                                  if self.skipped_nonfinite else ""))
         self._select(paths, lengths, seeds)
+        if self.skipped_nonfinite:
+            names = ", ".join(p.name for p in self.skipped_nonfinite[:3])
+            more = ", ..." if len(self.skipped_nonfinite) > 3 else ""
+            self.plan += (f"; skipped {len(self.skipped_nonfinite)} episodes with non-finite actions or states "
+                          f"({names}{more})")
+            log.warning(self.plan)
 
     def _select(self, paths: list[Path], lengths: list[int], seeds: list[int]) -> None:
         """Set the episodes this loader serves, and decide (and log) how it holds them."""

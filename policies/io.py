@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from imitlab.core.documents import read_format_document
 from imitlab.core.errors import ImitlabError
+from imitlab.core.fsio import publish_dir, staging_dir
 from imitlab.policies.policy import ImagePolicy, PolicyConfig
 
 FORMAT = "imitlab-policy"
@@ -23,10 +23,11 @@ CONFIG_FILE = "policy.json"
 
 
 def save_policy(policy: ImagePolicy, directory: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Write the checkpoint into `directory` (created if needed); each file is replaced atomically.
+    """Write the checkpoint as the folder `directory`, replacing one already there as a whole.
 
-    `metadata` is free-form JSON (env_id, env_kwargs, observation/action spaces, training info) kept for
-    evaluation and deployment.
+    Both files are staged in a folder beside it, fsynced and renamed into place together, so a crash never
+    leaves new weights beside old metadata (which would load silently). `metadata` is free-form JSON (env_id,
+    env_kwargs, observation/action spaces, training info) kept for evaluation and deployment.
     """
     directory = Path(directory)
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": policy.config.to_dict(),
@@ -38,18 +39,15 @@ def save_policy(policy: ImagePolicy, directory: Path, metadata: dict[str, Any] |
     # channels_last weights are not contiguous; safetensors stores plain row-major tensors.
     tensors = {name: t.detach().cpu().contiguous() for name, t in policy.state_dict().items()}
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / WEIGHTS_FILE, lambda path: save_file(tensors, str(path)))
-        _write_atomic(directory / CONFIG_FILE, lambda path: path.write_text(text + "\n", encoding="utf-8"))
+        staging = staging_dir(directory)
+        try:
+            save_file(tensors, str(staging / WEIGHTS_FILE))
+            (staging / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+            publish_dir(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except OSError as error:
         raise ImitlabError(f"{directory}: cannot write policy ({error.strerror or error})") from error
-
-
-def _write_atomic(target: Path, write: Callable[[Path], object]) -> None:
-    """Write to a sibling temp file, then rename, so a crash never leaves a half-written checkpoint."""
-    tmp = target.with_name(target.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, target)
 
 
 def load_policy(directory: Path) -> tuple[ImagePolicy, dict[str, Any]]:

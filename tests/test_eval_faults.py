@@ -37,7 +37,7 @@ def _outcome(episode: dict) -> dict:
 
 def test_segfault_exception_and_hang_are_three_errors_and_every_other_episode_is_kept(tmp_path: Path):
     faults = {CRASH: "segfault", RAISE: "raise", HANG: "hang"}
-    summary, paths = evaluate_to_folder(_spec(faults), SEEDS, tmp_path / "report", workers=2, episode_timeout=8.0,
+    summary, paths = evaluate_to_folder(_spec(faults), SEEDS, tmp_path / "report", workers=2, episode_timeout=5.0,
                                         progress=False)
     data = json.loads(paths["json"].read_text())
     assert (data["episodes"], data["errors"], data["scored_episodes"]) == (6, 3, 3)
@@ -45,7 +45,7 @@ def test_segfault_exception_and_hang_are_three_errors_and_every_other_episode_is
     reasons = {e["seed"]: e["reason"] for e in data["error_episodes"]}
     assert "SIGSEGV" in reasons[CRASH]
     assert "RuntimeError: injected fault" in reasons[RAISE]
-    assert "8 s timeout" in reasons[HANG]
+    assert "5 s timeout" in reasons[HANG]
     # Errors are not failures: the success rate is over the scored episodes only.
     assert data["failures"] + data["successes"] == 3
     assert data["success_rate"] == data["successes"] / 3

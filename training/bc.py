@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from imitlab.core.errors import ImitlabError
+from imitlab.core.fsio import write_json_atomic
 from imitlab.core.seeds import VALIDATION_SEED_START
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.loader import DEFAULT_BUDGET_MB, DemoBatch, DemoLoader
@@ -32,7 +33,9 @@ from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
 from imitlab.training.augment import random_shift
 from imitlab.training.checkpoints import BestCheckpoint, load_initial_weights, validate
 from imitlab.training.features import FeatureBatch, FrozenFeatures
+from imitlab.training.guard import NonFiniteGuard
 from imitlab.training.optim import cosine_schedule, make_optimizer, weight_average
+from imitlab.training.resume import TrainingState, claim_run_dir, load_checkpoint, save_checkpoint
 
 #: ``source`` attribute of episodes collected by DAgger (policy in control, expert labels).
 DAGGER_SOURCE = "dagger"
@@ -110,6 +113,15 @@ class TrainConfig:
     """Seed for the split, initialisation and minibatch order."""
     threads: int = 0
     """torch CPU threads, and the loader's image-decoding threads (0: all cores)."""
+    grad_clip_norm: float = 0.0
+    """Scale the gradients down to this total norm when they exceed it (0: no clipping)."""
+    max_nonfinite_steps: int = 10
+    """Steps with a NaN or infinite loss or gradient are skipped and counted; this many in a row stop the run."""
+    resume: bool = False
+    """Continue the run in ``out`` from its last epoch's checkpoint (same settings; bit for bit on CPU with the
+    same threads) instead of starting a new one."""
+    overwrite: bool = False
+    """Replace ``out`` if it already holds something (otherwise a non-empty ``out`` is refused)."""
     progress: bool = True
     """Show progress bars."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +146,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     dataset = DemoDataset(config.dataset)
+    claim_run_dir(out, _jsonable(asdict(config)))
     # Every usable episode, in file order. DAgger's episodes are the expert's corrections of the policy's
     # mistakes: kept even when they failed.
     demos = DemoLoader([dataset, *map(DemoDataset, config.extra_datasets)], EVAL_BATCH, shuffle=False,
@@ -212,13 +225,23 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "train_config": config_json,
     }
     log: dict[str, Any] = {"config": config_json, "epochs": [], "best": None, "train_samples": train_data.num_samples,
-                           "val_samples": val_data.num_samples if val_data is not None else 0}
+                           "val_samples": val_data.num_samples if val_data is not None else 0,
+                           "skipped_nonfinite_episodes": [p.name for p in demos.skipped_nonfinite]}
     best = BestCheckpoint()
-    step = 0
+    guard = NonFiniteGuard(config.max_nonfinite_steps, config.grad_clip_norm)
+    state = TrainingState(policy, optimizer, scheduler, averaged, rng, generator)
+    step, first_epoch = 0, 1
     validation_seconds = 0.0  # closed-loop rollouts: reported against the whole run's wall time
-    start = time.perf_counter()
+    if config.resume:  # everything above was rebuilt as at the start; now continue where the checkpoint left off
+        progress = load_checkpoint(out, state)
+        log, step, first_epoch = progress["log"], progress["step"], progress["epoch"] + 1
+        best.score = tuple(progress["best_score"]) if progress["best_score"] is not None else None
+        best.stale, guard.skipped = progress["stale"], progress["skipped_steps"]
+        validation_seconds = progress["validation_seconds"]
+        tqdm.write(f"resuming {out} after epoch {progress['epoch']} (step {step})")
+    start = time.perf_counter() - (log["epochs"][-1]["seconds"] if log["epochs"] else 0.0)
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(first_epoch, config.epochs + 1):
             policy.train()
             bar = tqdm(train_data, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress)
             losses = []
@@ -226,6 +249,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 loss = batch_loss(policy, batch, augment=True)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if not guard.allows_step(loss, policy.parameters(), f"epoch {epoch}, step {step + 1}"):
+                    continue
                 optimizer.step()
                 for group in optimizer.param_groups:  # the rate this step used, at this step's number
                     writer.add_scalar(f"lr/{group['name']}", group["lr"], step + 1)
@@ -237,8 +262,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 writer.add_scalar("loss/train", losses[-1], step)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                                 samples_s=f"{bar.format_dict['rate'] * config.batch_size:.0f}" if bar.format_dict.get("rate") else "-")
-            entry: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
-                                     "seconds": time.perf_counter() - start}
+            entry: dict[str, Any] = {"epoch": epoch, "step": step,
+                                     "train_loss": float(np.mean(losses)) if losses else None,
+                                     "skipped_steps": guard.skipped, "seconds": time.perf_counter() - start}
             if val_data is not None:
                 evaluated.eval()
                 with torch.no_grad():
@@ -259,14 +285,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 if new_best:
                     log["best"] = entry
                     save_policy(evaluated, out / "best", {**metadata, "epoch": epoch, "validation": rollout})
-                tqdm.write(f"epoch {epoch}: train loss {entry['train_loss']:.4f}"
+                tqdm.write(f"epoch {epoch}: train loss {entry['train_loss'] or float('nan'):.4f}"
                            + (f", val loss {entry['val_loss']:.4f}" if "val_loss" in entry else "")
                            + f", rollout success {100 * rollout['success_rate']:.0f} % on {len(val_seeds)} seeds"
                            + (" (new best)" if new_best else "")
                            + f"; validation {validation_seconds:.0f} s of {time.perf_counter() - start:.0f} s so far")
             log["epochs"].append(entry)
-            (out / "train_log.json").write_text(json.dumps(log, indent=2))
-            if config.patience and best.stale >= config.patience:
+            write_json_atomic(out / "train_log.json", log)
+            stop = bool(config.patience and best.stale >= config.patience)
+            save_checkpoint(out, state, {"epoch": epoch, "step": step, "best_score": best.score, "stale": best.stale,
+                                         "skipped_steps": guard.skipped, "finished": stop or epoch == config.epochs,
+                                         "validation_seconds": validation_seconds, "config": config_json, "log": log})
+            if stop:
                 tqdm.write(f"early stop: no better rollout score in {config.patience} validations")
                 break
         save_policy(evaluated, out / "last", {**metadata, "epoch": log["epochs"][-1]["epoch"]})
@@ -276,9 +306,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
             env.close()
     log["seconds"] = time.perf_counter() - start
     log["validation_seconds"] = validation_seconds
+    log["skipped_steps"] = guard.skipped
     tqdm.write(f"validation rollouts took {validation_seconds:.0f} s of the run's {log['seconds']:.0f} s "
                f"({100 * validation_seconds / log['seconds']:.0f} %)")
-    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+    write_json_atomic(out / "train_log.json", log)
     return log
 
 

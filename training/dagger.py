@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from imitlab.core.errors import ImitlabError
+from imitlab.core.fsio import claim_out_dir
 from imitlab.core.seeds import DAGGER_SEED_START
 from imitlab.demos.dataset import DemoDataset, DemoWriter
 from imitlab.demos.recorder import collect_episode
@@ -54,9 +56,14 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
     ``<out>/best`` (chosen like every checkpoint: by closed-loop success, then return).
     """
     out = Path(config.train.out)
-    first = replace(config.train, out=str(out / "round_0"))
-    log: dict[str, Any] = {"rounds": [{"round": 0, "bc": train(first)["best"]}]}
+    if config.train.resume:
+        raise ImitlabError("--resume continues a behaviour-cloning run; a DAgger run cannot be resumed")
     dataset = DemoDataset(config.train.dataset)
+    # The folder is this run's alone: its DAgger episodes are never appended to an earlier run's.
+    claim_out_dir(out, config.train.overwrite)
+    rounds = replace(config.train, overwrite=False)
+    first = replace(rounds, out=str(out / "round_0"))
+    log: dict[str, Any] = {"rounds": [{"round": 0, "bc": train(first)["best"]}]}
     dagger_demos = out / "dagger_demos"
     env = make_env(dataset.env_id, **dataset.env_kwargs)
     try:
@@ -76,7 +83,7 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
                                      env_kwargs=dataset.env_kwargs)
                 writer.append(episode)
                 successes += int(episode.attrs["success"])
-            run = replace(config.train, out=str(out / f"round_{round_index}"),
+            run = replace(rounds, out=str(out / f"round_{round_index}"),
                           extra_datasets=(*config.train.extra_datasets, str(dagger_demos)),
                           init_policy=str(out / f"round_{round_index - 1}" / "best"),
                           epochs=config.round_epochs or config.train.epochs)

@@ -4,7 +4,8 @@ Single files go to a temp file beside the target, are fsynced and renamed over i
 so the rename itself survives a power cut. Whole folders (a policy's weights and JSON, a report with its videos)
 are staged in a hidden folder beside the target and renamed into place as one, so a reader never sees new
 weights with old metadata. POSIX cannot swap two folders atomically: replacing one renames the old folder
-aside first, so a crash between the two renames leaves it in ``.<name>.old-*`` beside the target, never lost.
+aside first, so a crash between the two renames leaves it in ``.<name>.old-*`` beside the target, never lost,
+and ``recover_dir`` puts it back.
 """
 
 from __future__ import annotations
@@ -81,6 +82,18 @@ def publish_dir(staging: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
+def recover_dir(target: Path) -> None:
+    """Undo a replacement that a crash cut between its two renames: put the old folder back where it was."""
+    target = Path(target)
+    if target.exists():
+        return
+    for old in sorted(target.parent.glob(f".{target.name}.old-*/{target.name}")):
+        os.replace(old, target)
+        shutil.rmtree(old.parent, ignore_errors=True)
+        fsync_dir(target.parent)
+        return
+
+
 def check_out_dir(path: Path, overwrite: bool, flag: str = "--out") -> None:
     """Refuse an output folder that is a file, or that exists with something in it, unless ``overwrite``."""
     path = Path(path)
@@ -90,3 +103,10 @@ def check_out_dir(path: Path, overwrite: bool, flag: str = "--out") -> None:
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ImitlabError(f"{path} already exists and is not empty; pass --overwrite to replace it "
                            f"or choose another {flag}")
+
+
+def claim_out_dir(path: Path, overwrite: bool, flag: str = "--out") -> None:
+    """``check_out_dir``, then remove what ``overwrite`` allows to be replaced: the caller builds ``path`` anew."""
+    check_out_dir(path, overwrite, flag)
+    if Path(path).exists():
+        shutil.rmtree(path)
