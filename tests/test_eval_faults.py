@@ -110,3 +110,17 @@ def test_non_empty_out_is_refused_without_overwrite(tmp_path: Path, command: str
     result = CliRunner().invoke(app, [*args, "--episodes", "1", "--out", str(out)])
     assert isinstance(result.exception, ImitlabError) and "--overwrite" in str(result.exception)
     assert (out / "report.json").read_text() == "{}"
+
+
+def test_deploy_gate_counts_an_error_as_a_failure_and_names_it():
+    from imitlab.deploy.bundle import _outcome, _result
+    from imitlab.evaluation.evaluate import EvalSummary
+    from imitlab.evaluation.rollout import EpisodeResult
+
+    scored = EpisodeResult(seed=1, success=True, episode_return=1.0, length=5, terminated=False, metrics={},
+                           inference_ms=1.0)
+    summary = EvalSummary("a", TINY_ENV_ID, {}, [scored, EpisodeResult.errored(2, "crash", "killed by SIGSEGV")])
+    assert summary.to_json()["success_rate"] == 1.0  # the report: errors are not scored
+    gate = _result(summary, "report.html")
+    assert (gate["success_rate"], gate["errors"]) == (0.5, 1)  # the gate: an error weighs as a failure
+    assert "success 1/2" in _outcome(summary) and "seed 2: crash: killed by SIGSEGV" in _outcome(summary)
