@@ -119,3 +119,23 @@ def test_train_refuses_a_non_empty_out_unless_overwrite(tiny_demos: Path, tmp_pa
         _train_in_process(TrainConfig(**{**asdict(config), "resume": True, "overwrite": True}))
     _train_in_process(TrainConfig(**{**asdict(config), "overwrite": True}))
     assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint", "last", "tb", "train_log.json"]
+
+
+def test_a_replacement_cut_between_its_renames_is_recovered(tmp_path: Path):
+    from imitlab.core.fsio import publish_dir, recover_dir, staging_dir
+
+    target = tmp_path / "checkpoint"
+    target.mkdir()
+    (target / "state.json").write_text("old")
+    staging = staging_dir(target)
+    (staging / "state.json").write_text("new")
+    aside = tmp_path / ".checkpoint.old-x"  # what a kill between publish_dir's two renames leaves behind
+    aside.mkdir()
+    os.replace(target, aside / "checkpoint")
+    recover_dir(target)
+    assert (target / "state.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # abandoned staging removed too
+    staging = staging_dir(target)
+    (staging / "state.json").write_text("new")
+    publish_dir(staging, target)
+    assert (target / "state.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]

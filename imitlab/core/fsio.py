@@ -83,8 +83,11 @@ def publish_dir(staging: Path, target: Path) -> None:
 
 
 def recover_dir(target: Path) -> None:
-    """Undo a replacement that a crash cut between its two renames: put the old folder back where it was."""
+    """After a crash, when nothing else writes ``target``: drop abandoned staging folders beside it, and undo a
+    replacement cut between its two renames by putting the old folder back."""
     target = Path(target)
+    for abandoned in target.parent.glob(f".{target.name}.partial-*"):
+        shutil.rmtree(abandoned, ignore_errors=True)
     if target.exists():
         return
     for old in sorted(target.parent.glob(f".{target.name}.old-*/{target.name}")):
