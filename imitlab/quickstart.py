@@ -40,6 +40,8 @@ class QuickstartConfig:
     """mp4s per policy, of its best and worst held-out episodes."""
     train_overrides: dict = field(default_factory=dict)
     """Extra TrainConfig fields applied to both runs."""
+    overwrite: bool = False
+    """Retrain (and re-evaluate) runs already in ``out`` instead of refusing; recorded demos are kept."""
 
 
 def run_quickstart(config: QuickstartConfig) -> Path:
@@ -51,9 +53,9 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         record(config.env_id, demos, config.demo_episodes, noise_std=config.demo_noise, env_kwargs=config.env_kwargs)
     runs = {
         "lite0": TrainConfig(dataset=str(demos), out=str(out / "lite0"), backbone="lite0",
-                             epochs=config.lite0_epochs, **config.train_overrides),
+                             epochs=config.lite0_epochs, overwrite=config.overwrite, **config.train_overrides),
         "nature_cnn": TrainConfig(dataset=str(demos), out=str(out / "nature_cnn"), backbone="nature_cnn",
-                                  pretrained=False, epochs=config.scratch_epochs,
+                                  pretrained=False, epochs=config.scratch_epochs, overwrite=config.overwrite,
                                   **{"eval_every": 2, **config.train_overrides}),
     }
     for name, train_config in runs.items():
