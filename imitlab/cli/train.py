@@ -37,6 +37,12 @@ def train_cmd(
     loader_mode: str = typer.Option("auto", help="memory (decode the demos once), chunked (stream them from disk "
                                     "every epoch) or auto (memory when they fit --memory-budget-mb)."),
     memory_budget_mb: float = typer.Option(4096.0, min=0.0, help="MiB of decoded demos allowed in memory."),
+    grad_clip_norm: float = typer.Option(0.0, min=0.0, help="Clip the gradients' total norm to this (0: off)."),
+    max_nonfinite_steps: int = typer.Option(10, min=1, help="Stop after this many steps in a row with a NaN or "
+                                            "infinite loss or gradient (each one is skipped and counted)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last epoch's checkpoint (same "
+                                "settings; bit for bit on CPU with the same --threads)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it already holds something."),
     dagger_rounds: int = typer.Option(0, min=0, help="DAgger: rounds of policy rollouts labelled by the expert."),
     dagger_episodes: int = typer.Option(10, min=1, help="DAgger: episodes collected per round."),
     dagger_beta: float = typer.Option(0.5, min=0.0, max=1.0, help="DAgger: expert-control probability in round 1."),
@@ -53,7 +59,8 @@ def train_cmd(
         batch_size=batch_size, augment_shift=augment_shift, eval_every=eval_every, eval_episodes=eval_episodes,
         patience=patience, seed=seed, threads=threads, val_fraction=val_fraction,
         init_policy=str(init_policy) if init_policy else None, loader_mode=loader_mode,
-        memory_budget_mb=memory_budget_mb,
+        memory_budget_mb=memory_budget_mb, grad_clip_norm=grad_clip_norm, max_nonfinite_steps=max_nonfinite_steps,
+        resume=resume, overwrite=overwrite,
     )
     if dagger_rounds:
         log = run_dagger(DaggerConfig(config, rounds=dagger_rounds, episodes_per_round=dagger_episodes,
