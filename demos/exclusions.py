@@ -11,7 +11,8 @@ import json
 from datetime import datetime, timezone
 
 from imitlab.core.errors import ImitlabError
-from imitlab.demos.dataset import DemoDataset, _write_atomic_json
+from imitlab.core.fsio import write_json_atomic
+from imitlab.demos.dataset import DemoDataset
 
 EXCLUSIONS = "exclusions.json"
 
@@ -46,5 +47,5 @@ def set_excluded(dataset: DemoDataset, episode: str, reason: str | None) -> dict
             raise ImitlabError("say why the episode is excluded (the reason is empty)")
         entries[episode] = {"reason": reason.strip(),
                             "excluded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write_atomic_json(path, dict(sorted(entries.items())))
+    write_json_atomic(path, dict(sorted(entries.items())))
     return read_exclusions(dataset)

@@ -139,3 +139,11 @@ def test_a_replacement_cut_between_its_renames_is_recovered(tmp_path: Path):
     (staging / "state.json").write_text("new")
     publish_dir(staging, target)
     assert (target / "state.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_cli_refuses_a_non_empty_out_with_one_line(tiny_run: Path, tiny_demos: Path):
+    proc = subprocess.run([sys.executable, "-m", "imitlab.cli", "train", str(tiny_demos), "--out", str(tiny_run)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"imitlab: error: {tiny_run} already exists and is not empty; "
+                                                "pass --overwrite to replace it or choose another --out"]
