@@ -41,6 +41,7 @@ from imitlab.evaluation.stats import wilson_interval
 from imitlab.policies.encoders import BACKBONES
 from imitlab.policies.io import policy_dir
 from imitlab.training.bc import TrainConfig, train
+from imitlab.training.resume import CHECKPOINT_DIR, STATE_FILE, read_progress
 
 FORMAT = "imitlab-study"
 FORMAT_VERSION = 1
@@ -171,8 +172,10 @@ def run_study(config: StudyConfig, progress: bool = True) -> dict[str, Any]:
         options = {**config.train, **config.backbone_train.get(cell.backbone, {})}
         options.setdefault("pretrained", cell.backbone == "lite0")
         options.setdefault("progress", False)
+        # A cell cut short by an earlier invocation continues from its last epoch (or starts again if it had none).
+        resume = (run / CHECKPOINT_DIR / STATE_FILE).is_file() and not read_progress(run)["finished"]
         train(TrainConfig(dataset=str(_subset(demos, cell.demos, out)), out=str(run), backbone=cell.backbone,
-                          seed=cell.train_seed, **options))
+                          seed=cell.train_seed, resume=resume, overwrite=not resume, **options))
     seeds = list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + config.episodes))
     results_dir = out / "cells"
     results_dir.mkdir(exist_ok=True)
