@@ -16,7 +16,8 @@ from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.envs import make_env
 from imitlab.evaluation.evaluate import EvaluationInterrupted, evaluate_to_folder
-from imitlab.evaluation.rollout import AgentSpec, ExpertAgent, PolicyAgent, run_lockstep
+from imitlab.evaluation.agent_spec import AgentSpec
+from imitlab.evaluation.rollout import ExpertAgent, PolicyAgent, run_lockstep
 
 from conftest import TINY_ENV_ID, TINY_ENV_KWARGS
 from fault_agents import FaultyExpertFactory
