@@ -113,6 +113,7 @@ def load_checkpoint(run: Path, state: TrainingState) -> dict[str, Any]:
         if state.averaged is not None:
             state.averaged.load_state_dict(_prefixed(tensors, "ema/"), strict=True)
         state.optimizer.load_state_dict(_optimizer_state(document["optimizer"], _prefixed(tensors, "optimizer/")))
+        _match_layouts(state.optimizer)
         state.scheduler.load_state_dict(document["scheduler"])
         torch.set_rng_state(tensors["rng/torch"])
         state.augment.set_state(tensors["rng/augment"])
@@ -148,6 +149,17 @@ def claim_run_dir(out: Path, settings: dict[str, Any]) -> None:
     if differ:
         shown = ", ".join(f"{key} ({saved.get(key)!r} there, {settings[key]!r} now)" for key in differ[:3])
         raise ImitlabError(f"--resume continues {out} with the settings it was started with; these differ: {shown}")
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment its parameter's memory layout (channels_last weights): safetensors stores them
+    row-major, and fused AdamW walks parameter and moments as flat memory, so the layouts must agree."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entries = optimizer.state.get(param, {})
+            for key, value in entries.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    entries[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
