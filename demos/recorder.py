@@ -14,7 +14,7 @@ from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import DEMO_SEED_START
 from imitlab.demos.dataset import HEADER, DemoDataset, DemoWriter, Episode
 from imitlab.envs import make_env, make_expert
-from imitlab.envs.perturb import parse_names, random_severities
+from imitlab.envs.perturb import check_perturbable, parse_names, random_severities
 
 #: Maps an observation to an action (an expert's ``act``, a policy's ``predict``, a human's keys).
 ActionSource = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -114,6 +114,7 @@ def record(env_id: str, out: str | Path, episodes: int, seed_start: int | None =
     """
     env_kwargs = dict(env_kwargs or {})
     randomize = parse_names(list(randomize)) if randomize else []
+    check_perturbable(env_id, {name: 1 for name in randomize})
     seed_start = first_seed(out, episodes, seed_start)
     env = make_env(env_id, **env_kwargs)
     try:

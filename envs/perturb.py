@@ -79,6 +79,19 @@ def parse_perturb(spec: Any) -> dict[str, int]:
     return parsed
 
 
+def check_perturbable(env_id: str, spec: Any = None) -> dict[str, int]:
+    """``parse_perturb(spec)``, and when it names any perturbation, a clear error if ``env_id``'s env takes none."""
+    import inspect
+
+    from imitlab.envs import env_class
+
+    parsed = parse_perturb(spec)
+    cls = env_class(env_id)
+    if parsed and (cls is None or "perturb" not in inspect.signature(cls.__init__).parameters):
+        raise ImitlabError(f"{env_id} does not take perturbations (its env has no `perturb` argument)")
+    return parsed
+
+
 def parse_names(names: str | list[str]) -> list[str]:
     """``"lighting,colours"`` (or a list) -> validated perturbation names; ``all``, ``visual``, ``dynamics`` expand."""
     items = names.split(",") if isinstance(names, str) else list(names)

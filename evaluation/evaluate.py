@@ -28,7 +28,7 @@ from imitlab.core.errors import ImitlabError
 from imitlab.core.fsio import check_out_dir, publish_dir, staging_dir
 from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.envs import action_labels, make_env, time_limit_s
-from imitlab.envs.perturb import parse_perturb
+from imitlab.envs.perturb import check_perturbable
 from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.provenance import policy_provenance
 from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
@@ -178,7 +178,7 @@ def evaluate(spec: AgentSpec, seeds: Sequence[int], workers: int | None = None, 
     seconds per episode (None: a generous multiple of the env's time limit, see ``EpisodePool``).
     Raises ``EvaluationInterrupted`` (a KeyboardInterrupt) with the finished episodes on Ctrl-C or SIGTERM.
     """
-    parse_perturb(spec.env_kwargs.get("perturb"))  # a bad one fails here, in one line, not in every worker
+    check_perturbable(spec.env_id, spec.env_kwargs.get("perturb"))  # fails here in one line, not in every worker
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ImitlabError("evaluation needs at least one seed, and distinct seeds")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.envs import make_env
-from imitlab.envs.perturb import PERTURBATIONS, SEVERITIES, parse_names, parse_perturb
+from imitlab.envs.perturb import PERTURBATIONS, SEVERITIES, check_perturbable, parse_names, parse_perturb
 from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.compare import paired_success
 from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
@@ -105,6 +105,8 @@ def run_suite(specs: dict[str, AgentSpec], perturbations: Sequence[str], severit
             raise ImitlabError(f"suite seeds overlap the demonstration seeds of {spec.label} (e.g. {overlap[:5]}); "
                                f"use held-out seeds (from {HELD_OUT_SEED_START})")
     first = next(iter(specs.values()))
+    if len(cells) > 1:
+        check_perturbable(first.env_id, cells[1].perturb)
     base_kwargs = {k: v for k, v in first.env_kwargs.items() if k != "perturb"}
     jobs = [(label, cell, seed) for cell in cells for label in specs for seed in seeds]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))

@@ -138,3 +138,19 @@ def test_cli_bad_perturbation_is_one_line_and_exit_1(tmp_path):
 
 def test_every_perturbation_is_described():
     assert set(PERTURBATIONS) == set(VISUAL) | set(DYNAMICS) and all(PERTURBATIONS.values())
+
+
+def test_an_env_without_perturbations_is_refused_in_one_line(monkeypatch):
+    import gymnasium as gym
+
+    from imitlab.envs.perturb import check_perturbable
+
+    class Plain(gym.Env):
+        def __init__(self, image_size: int = 8):
+            pass
+
+    assert check_perturbable(PUSH[0], {"noise": 1}) == {"noise": 1}
+    monkeypatch.setattr("imitlab.envs.env_class", lambda env_id: Plain)
+    assert check_perturbable("imitlab/Plain-v0", None) == {}
+    with pytest.raises(ImitlabError, match="imitlab/Plain-v0 does not take perturbations"):
+        check_perturbable("imitlab/Plain-v0", {"noise": 1})
