@@ -87,7 +87,9 @@ def check_perturbable(env_id: str, spec: Any = None) -> dict[str, int]:
 
     parsed = parse_perturb(spec)
     cls = env_class(env_id)
-    if parsed and (cls is None or "perturb" not in inspect.signature(cls.__init__).parameters):
+    takes = cls is not None and any("perturb" in inspect.signature(k.__init__).parameters
+                                    for k in cls.__mro__ if "__init__" in vars(k))  # subclasses pass **kwargs on
+    if parsed and not takes:
         raise ImitlabError(f"{env_id} does not take perturbations (its env has no `perturb` argument)")
     return parsed
 
