@@ -237,6 +237,10 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             for label in report["agents"] for name in report["perturbations"]]
 
 
+def _base64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def _html(report: dict[str, Any], png: Path) -> str:
     esc = html.escape
     head = ["agent", "perturbation", "clean", *(f"severity {s}" for s in report["severities"])]
@@ -246,7 +250,7 @@ def _html(report: dict[str, Any], png: Path) -> str:
              f"<p>Env <code>{esc(report['env_id'])}</code> with <code>{esc(json.dumps(report['env_kwargs']))}</code>; "
              f"{len(report['seeds'])} held-out seeds {report['seeds'][0]}..{report['seeds'][-1]} in every cell; "
              "success with 95 % Wilson intervals.</p>",
-             f'<img alt="degradation curves" src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}">',
+             f'<img alt="degradation curves" src="data:image/png;base64,{_base64(png)}">',
              "<h2>Success per cell</h2>", table]
     if report.get("paired"):
         a, b = report["agents"]
@@ -260,8 +264,7 @@ def _html(report: dict[str, Any], png: Path) -> str:
     for v in report["videos"]:
         path = Path(v.get("video") or "")
         if path.is_file():
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            videos.append(f'<figure><video controls loop muted width="400" src="data:video/mp4;base64,{data}">'
+            videos.append(f'<figure><video controls loop muted width="400" src="data:video/mp4;base64,{_base64(path)}">'
                           f"</video><figcaption>{esc(v['agent'])}, {esc(Cell(v['perturbation'], v['severity']).label)}"
                           f", seed {v['seed']}: {'success' if v['success'] else 'failure'}</figcaption></figure>")
     parts += ["<h2>Worst cells</h2>", "".join(videos) or "<p>No videos recorded.</p>"]

@@ -91,7 +91,8 @@ def gradcam(policy: ImagePolicy, obs: dict[str, np.ndarray]) -> dict[str, np.nda
     return out
 
 
-def occlusion(policy: ImagePolicy, obs: dict[str, np.ndarray], patch: int = 0, stride: int = 0) -> dict[str, np.ndarray]:
+def occlusion(policy: ImagePolicy, obs: dict[str, np.ndarray], patch: int = 0,
+              stride: int = 0) -> dict[str, np.ndarray]:
     """Occlusion maps for a batch of observations (patch and stride default to 1/6 and 1/12 of the image side)."""
     state, images = _tensors(policy, obs)
     out = {}

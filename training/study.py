@@ -171,7 +171,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> dict[str, Any]:
             continue  # trained in an earlier invocation
         options = {**config.train, **config.backbone_train.get(cell.backbone, {})}
         options.setdefault("pretrained", cell.backbone == "lite0")
-        options.setdefault("progress", False)
+        options.setdefault("progress", progress)
         # A cell cut short by an earlier invocation continues from its last epoch (or starts again if it had none).
         resume = (run / CHECKPOINT_DIR / STATE_FILE).is_file() and not read_progress(run)["finished"]
         train(TrainConfig(dataset=str(_subset(demos, cell.demos, out)), out=str(run), backbone=cell.backbone,
@@ -279,9 +279,10 @@ def study_figure(summary: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(5.2 * len(parts), 3.6))
     for i, part in enumerate(parts):
         ax = fig.add_subplot(1, len(parts), i + 1)
-        for backbone in config["backbones"]:
+        for j, backbone in enumerate(config["backbones"]):
             pts = [p for p in summary["points"] if p["backbone"] == backbone]
-            x = np.array([p["demos"] for p in pts])
+            nudge = 1 + 0.03 * (j - (len(config["backbones"]) - 1) / 2)  # side by side, not on top of each other
+            x = np.array([p["demos"] for p in pts]) * nudge
             y = np.array([100 * p[part]["success_rate"] for p in pts])
             err = np.array([[y_ - 100 * p[part]["success_ci95"][0], 100 * p[part]["success_ci95"][1] - y_]
                             for y_, p in zip(y, pts)]).T
@@ -317,6 +318,12 @@ def study_markdown(summary: dict[str, Any]) -> str:
 
     for p in summary["points"]:
         lines.append(f"| {p['backbone']} | {p['demos']} | {text(p['clean'])} | {text(p.get('shifted'))} |")
+    if config["perturbations"]:
+        names = config["perturbations"]
+        lines += ["", f"Success per perturbation at severity {config['severity']}:", "",
+                  "| backbone | demos | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        lines += [f"| {p['backbone']} | {p['demos']} | " + " | ".join(
+            f"{100 * p['per_perturbation'][n]:.0f} %" for n in names) + " |" for p in summary["points"]]
     if summary["paired"]:
         lines += ["", f"Paired ({summary['paired'][0]['a']} - {summary['paired'][0]['b']}, same training and "
                   "evaluation seeds):", "", "| demos | part | difference (points) | 95 % CI | McNemar p |",
