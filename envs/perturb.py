@@ -309,7 +309,8 @@ class Perturber:
 
     @staticmethod
     def _image_noise(image: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-        noisy = image / 255.0 + rng.normal(0.0, _NOISE_STD[s - 1], image.shape)
+        std = np.float32(_NOISE_STD[s - 1])
+        noisy = image * np.float32(1 / 255) + rng.standard_normal(image.shape, np.float32) * std
         return np.clip(noisy * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     @staticmethod
