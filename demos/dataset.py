@@ -1,23 +1,8 @@
 """The on-disk demonstration format: a folder of one-episode HDF5 files plus a JSON header.
 
-Layout (format ``imitlab-demos``, version 1)::
-
-    <dataset>/
-      dataset.json                 env id, constructor kwargs, observation/action spaces, format version
-      episodes/demo_000000.hdf5    one episode per file (robomimic's per-demo layout):
-          obs/<key>                (T, ...) one dataset per observation key; images uint8 (T, H, W, 3),
-                                   gzip-compressed (lossless), chunked by frames; state float32 (T, D)
-          actions                  (T, A) float32, the label to imitate (the clean expert action)
-          executed_actions         (T, A) float32, what was sent to the env (differs under DART noise)
-          rewards                  (T,) float32
-          dones                    (T,) uint8, 1 on the last step
-          intervention             (T,) uint8, optional (human episodes from ``imitlab studio``): 1 where the
-                                   human controlled the step, 0 where the expert did (assist mode)
-          final_obs/<key>          the observation after the last step (one frame), so every transition's
-                                   next observation is known (imitation's trajectories and robomimic's
-                                   ``next_obs`` need it); absent in files written before it was added
-          attrs                    seed, source, noise_std, success, return, length, terminated,
-                                   truncated, env_id, env_kwargs (JSON); human episodes also operator
+The layout is :data:`LAYOUT` (format ``imitlab-demos``, version 1), which README's "Dataset format" section
+shows verbatim; ``tests/test_dataset_layout.py`` checks both against what :class:`DemoWriter` writes. Files
+written before ``final_obs`` was added lack it.
 
 An optional ``masks.json`` names subsets of episodes by file stem (``{"train": ["demo_000000", ...],
 "valid": [...]}``), robomimic's ``mask/`` filter keys; it is written atomically by ``imitlab demos split``.
@@ -50,6 +35,25 @@ from imitlab.core.fsio import fsync_dir, write_json_atomic
 from imitlab.core.limits import MAX_OBJECT_KEYS, MAX_SPACE_ELEMENTS
 from imitlab.core.observation_keys import is_image_sequence
 
+#: A dataset folder, as README's "Dataset format" shows it.
+LAYOUT = """\
+<dataset>/
+  dataset.json                 env id, env constructor kwargs, observation/action spaces, format version
+  episodes/demo_000000.hdf5    one episode per file, in robomimic's per-demo layout:
+      obs/<key>                (T, ...) per observation key: camera images (T, H, W, 3) uint8, gzip
+                               (lossless), chunked by frames; the state (T, D) float32
+      actions                  (T, A) float32: the label (the clean expert action)
+      executed_actions         (T, A) float32: what the env received (differs under DART noise)
+      rewards                  (T,) float32
+      dones                    (T,) uint8, 1 on the last step
+      intervention             (T,) uint8, human episodes only: 1 where the human controlled the step, 0 the expert
+      final_obs/<key>          the observation after the last step, so every transition's next observation
+                               is known (imitation's trajectories and robomimic's next_obs need it)
+      attrs                    seed, source, noise_std, success, return, length, terminated, truncated,
+                               env_id, env_kwargs (JSON), final_metrics (JSON); human episodes: operator, assisted
+  masks.json                   optional train/valid episode lists (`imitlab demos split`, the studio's review page)
+  exclusions.json              optional episodes excluded from training, each with its reason (the studio)
+"""
 FORMAT = "imitlab-demos"
 FORMAT_VERSION = 1
 HEADER = "dataset.json"

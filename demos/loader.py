@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from imitlab.core.errors import ImitlabError
+from imitlab.core.limits import DEFAULT_BUDGET_MB
 from imitlab.core.observation_keys import image_keys
 from imitlab.demos.dataset import DemoDataset, env_difference, file_attrs, open_episode_file
 from imitlab.demos.edit import VALID_MASK
@@ -40,9 +41,6 @@ from imitlab.demos.exclusions import read_exclusions
 from imitlab.policies.policy import state_statistics
 
 log = logging.getLogger(__name__)
-
-#: Default memory budget for decoded demos (MiB).
-DEFAULT_BUDGET_MB = 4096.0
 
 
 def _frame_jobs(ds: h5py.Dataset, dest: np.ndarray, path: Path) -> list[Callable[[], None]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imitlab.agents import resolve_agent
@@ -14,6 +14,7 @@ from imitlab.demos.recorder import record
 from imitlab.evaluation.compare import comparison, comparison_markdown
 from imitlab.evaluation.evaluate import evaluate, markdown_report, write_report
 from imitlab.training.bc import TrainConfig, train
+from imitlab.training.run_config import recipe_path, resolve_run_config
 
 
 @dataclass
@@ -30,16 +31,15 @@ class QuickstartConfig:
     """Expert episodes recorded (seeds 0..N-1)."""
     demo_noise: float = 0.2
     """DART noise on the executed action, so the demos show recoveries."""
-    lite0_epochs: int = 3
-    """Fine-tuning epochs of the pretrained EfficientNet-Lite0 policy (~100 s each on 2 cores at 96 px)."""
-    scratch_epochs: int = 8
-    """Epochs of the scratch Nature-CNN baseline (much cheaper per sample; validated every other epoch)."""
+    recipes: tuple[str, ...] = ("quickstart_lite0", "quickstart_nature_cnn")
+    """Training recipes (``recipes/<name>.toml``), one policy each, named after the recipe's ``out`` folder: the
+    pretrained Lite0 (3 epochs, ~100 s each on 2 cores at 96 px) and the scratch Nature-CNN baseline."""
     eval_episodes: int = 50
     """Held-out seeds for the final comparison."""
     videos: int = 4
     """mp4s per policy, of its best and worst held-out episodes."""
     train_overrides: dict = field(default_factory=dict)
-    """Extra TrainConfig fields applied to both runs."""
+    """TrainConfig fields that override every recipe's."""
     overwrite: bool = False
     """Retrain (and re-evaluate) runs already in ``out`` instead of refusing; recorded demos are kept."""
 
@@ -51,13 +51,11 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     demos = out / "demos"
     if not (demos / HEADER).exists():
         record(config.env_id, demos, config.demo_episodes, noise_std=config.demo_noise, env_kwargs=config.env_kwargs)
-    runs = {
-        "lite0": TrainConfig(dataset=str(demos), out=str(out / "lite0"), backbone="lite0",
-                             epochs=config.lite0_epochs, overwrite=config.overwrite, **config.train_overrides),
-        "nature_cnn": TrainConfig(dataset=str(demos), out=str(out / "nature_cnn"), backbone="nature_cnn",
-                                  pretrained=False, epochs=config.scratch_epochs, overwrite=config.overwrite,
-                                  **{"eval_every": 2, **config.train_overrides}),
-    }
+    runs: dict[str, TrainConfig] = {}
+    for recipe in config.recipes:
+        train_config, _ = resolve_run_config(recipe_path(recipe), config.train_overrides)
+        name = Path(train_config.out).name
+        runs[name] = replace(train_config, dataset=str(demos), out=str(out / name), overwrite=config.overwrite)
     for name, train_config in runs.items():
         print(f"\n== training {name} ==")
         train(train_config)

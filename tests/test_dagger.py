@@ -21,7 +21,7 @@ def test_one_round_aggregates_expert_labelled_policy_rollouts(tiny_demos, tmp_pa
     log = run_dagger(DaggerConfig(
         TrainConfig(dataset=str(tiny_demos), out=str(out), backbone="nature_cnn", pretrained=False, epochs=1,
                     eval_episodes=1, progress=False),
-        rounds=1, episodes_per_round=2, beta=0.0, round_epochs=2))
+        rounds=1, episodes=2, beta=0.0, epochs=2))
 
     collected = DemoDataset(out / "dagger_demos")
     attrs = collected.episode_attrs()

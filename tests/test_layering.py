@@ -57,8 +57,10 @@ def test_the_layer_check_sees_imports_inside_functions(tmp_path, monkeypatch):
                                                      f"{tmp_path.name}/lazy.py imports imitlab.deploy.runtime.load_bundle"]
 
 
-def test_deploy_runtime_imports_without_torch():
-    code = "import sys, imitlab.deploy.runtime, imitlab.deploy.server; print('torch' in sys.modules)"
+def test_deploy_runtime_and_the_cli_import_without_torch():
+    """A robot's runtime needs no torch, and ``imitlab --help`` starts in about a second (the train command's
+    options come from the torch-free ``training/config.py``)."""
+    code = "import sys, imitlab.deploy.runtime, imitlab.deploy.server, imitlab.cli; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -103,8 +103,8 @@ def test_cli_truncated_checkpoint(tiny_run, tmp_path):
 
 def test_quickstart_runs_end_to_end_at_tiny_scale(tmp_path):
     report = run_quickstart(QuickstartConfig(
-        out=tmp_path / "qs", env_kwargs=TINY_ENV_KWARGS, demo_episodes=2, lite0_epochs=1, scratch_epochs=1,
-        eval_episodes=2, videos=1, train_overrides={"eval_episodes": 1, "progress": False}))
+        out=tmp_path / "qs", env_kwargs=TINY_ENV_KWARGS, demo_episodes=2,
+        eval_episodes=2, videos=1, train_overrides={"epochs": 1, "eval_episodes": 1, "progress": False}))
     text = report.read_text()
     assert "`" + str(tmp_path / "qs" / "lite0") + "`" in text and "nature_cnn" in text
     assert "Paired comparison" in text

@@ -1,7 +1,7 @@
 """Behaviour cloning with a pretrained (or scratch) CNN backbone and a new task head.
 
-This file is the algorithm, top to bottom: ``TrainConfig`` (every knob), then ``train``: the demos through a
-``DemoLoader``, split by episode; the policy; the loop (minibatch regression of the expert's actions,
+This file is the algorithm, top to bottom (its knobs, ``TrainConfig``, are in ``config.py``): ``train`` reads the
+demos through a ``DemoLoader``, split by episode; builds the policy; runs the loop (minibatch regression of the expert's actions,
 closed-loop validation on held-out seeds every few epochs, checkpoint = best rollout success). The parts live
 beside it, one concern each: ``features.py`` (frozen backbone or blocks: training runs on their output,
 computed once), ``optim.py`` (AdamW, cosine schedule, weight EMA), ``checkpoints.py`` (validation rollouts and
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ from imitlab.core.errors import ImitlabError
 from imitlab.core.fsio import write_json_atomic
 from imitlab.core.seeds import VALIDATION_SEED_START
 from imitlab.demos.dataset import DemoDataset
-from imitlab.demos.loader import DEFAULT_BUDGET_MB, DemoBatch, DemoLoader
+from imitlab.demos.loader import DemoBatch, DemoLoader
 from imitlab.envs import make_env
 from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
 from imitlab.training.augment import random_shift
 from imitlab.training.checkpoints import BestCheckpoint, load_initial_weights, validate
+from imitlab.training.config import RUN_CONFIG, TrainConfig, save_run_config
 from imitlab.training.features import FeatureBatch, FrozenFeatures
 from imitlab.training.guard import NonFiniteGuard
 from imitlab.training.optim import cosine_schedule, make_optimizer, weight_average
@@ -41,91 +42,6 @@ from imitlab.training.resume import TrainingState, claim_run_dir, load_checkpoin
 DAGGER_SOURCE = "dagger"
 #: Minibatch size of passes without gradients (validation loss, frozen-backbone features).
 EVAL_BATCH = 256
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a behaviour-cloning run (saved next to the checkpoints)."""
-
-    dataset: str
-    """Dataset folder written by ``imitlab record``."""
-    out: str
-    """Run folder: ``best/`` and ``last/`` policies, ``train_log.json``, TensorBoard events in ``tb/``."""
-    extra_datasets: tuple[str, ...] = ()
-    """More dataset folders of the same env and kwargs trained on together (e.g. DAgger's episodes)."""
-    init_policy: str | None = None
-    """Start from this saved policy's weights (same backbone) instead of a fresh head, e.g. DAgger's last round."""
-    backbone: str = "lite0"
-    """``lite0`` (EfficientNet-Lite0, ImageNet weights) or ``nature_cnn`` (small CNN from scratch)."""
-    pretrained: bool = True
-    """Start the backbone from ImageNet weights (lite0 only)."""
-    pooling: str = "avg"
-    """lite0 pooling: ``avg`` (global average of the last map) or ``spatial_softmax`` (keypoints from the
-    stride-16 map: keeps where objects are; the choice for manipulation)."""
-    keypoints: int = 32
-    """Keypoints of ``spatial_softmax`` pooling."""
-    freeze_backbone: bool = False
-    """Train only the head; backbone features are computed once, so epochs cost almost nothing."""
-    freeze_blocks: int = 0
-    """lite0: keep the stem and the first N-1 MBConv blocks at their ImageNet weights and compute their output
-    once per frame, then fine-tune the rest on that cache (6 = everything at stride <= 8: ~3x faster
-    epochs). Frames are encoded once, so no random-shift augmentation."""
-    freeze_batchnorm: bool = False
-    """lite0: normalise with the ImageNet BatchNorm statistics while fine-tuning too. Otherwise training uses batch
-    statistics and rollouts the running ones, which can compute a different function (on Push the training
-    frames' loss was far higher in eval mode)."""
-    backbone_lr: float = 3e-4
-    """Learning rate of the backbone when fine-tuning (lower than the head's keeps pretrained features)."""
-    head_lr: float = 1e-3
-    """Learning rate of the fusion head."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    batch_size: int = 64
-    """Minibatch size."""
-    epochs: int = 10
-    """Passes over the training split."""
-    augment_shift: int = 4
-    """Random-shift augmentation (DrQ): pad by this many pixels and crop back; 0 turns it off."""
-    val_fraction: float = 0.1
-    """Fraction of episodes held out to report validation loss (the dataset's train/valid masks, when it has them,
-    decide instead)."""
-    eval_every: int = 1
-    """Closed-loop validation every this many epochs (and after the last)."""
-    eval_episodes: int = 8
-    """Validation rollouts per check, on seeds from VALIDATION_SEED_START (never demo or test seeds)."""
-    patience: int = 0
-    """Stop after this many validations without a better rollout score (0: never stop early)."""
-    successful_only: bool = True
-    """Train only on episodes the demonstrator completed."""
-    loader_mode: str = "auto"
-    """``memory`` (decode the demos once), ``chunked`` (stream them from disk every epoch) or ``auto`` (memory
-    when the decoded demos fit ``memory_budget_mb``)."""
-    memory_budget_mb: float = DEFAULT_BUDGET_MB
-    """MiB of decoded demos allowed in memory; ``chunked`` streams in chunks that stay within it."""
-    head_hidden: tuple[int, ...] = (256, 256)
-    """Hidden sizes of the fusion head."""
-    ema_decay: float = 0.0
-    """Validate and save an exponential moving average of the weights, with this decay per step (0: the raw
-    weights). The average is steadier than the last step's weights, whose rollout success can swing by tens of
-    points from one epoch to the next. Its decay ramps up from 0 over the first steps, so the random initial
-    weights fade out quickly."""
-    seed: int = 0
-    """Seed for the split, initialisation and minibatch order."""
-    threads: int = 0
-    """torch CPU threads, and the loader's image-decoding threads (0: all cores)."""
-    grad_clip_norm: float = 0.0
-    """Scale the gradients down to this total norm when they exceed it (0: no clipping)."""
-    max_nonfinite_steps: int = 10
-    """Steps with a NaN or infinite loss or gradient are skipped and counted; this many in a row stop the run."""
-    resume: bool = False
-    """Continue the run in ``out`` from its last epoch's checkpoint (same settings; bit for bit on CPU with the
-    same threads) instead of starting a new one."""
-    overwrite: bool = False
-    """Replace ``out`` if it already holds something (otherwise a non-empty ``out`` is refused)."""
-    progress: bool = True
-    """Show progress bars."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes stored with the run."""
 
 
 def _split(n_episodes: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +63,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     out = Path(config.out)
     dataset = DemoDataset(config.dataset)
     claim_run_dir(out, _jsonable(asdict(config)))
+    save_run_config(out / RUN_CONFIG, replace(config, resume=False, overwrite=False))  # what to train, not how
     # Every usable episode, in file order. DAgger's episodes are the expert's corrections of the policy's
     # mistakes: kept even when they failed.
     demos = DemoLoader([dataset, *map(DemoDataset, config.extra_datasets)], EVAL_BATCH, shuffle=False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,9 @@ from imitlab.demos.dataset import DemoDataset, DemoWriter
 from imitlab.demos.recorder import collect_episode
 from imitlab.envs import make_env, make_expert
 from imitlab.policies import load_policy
-from imitlab.training.bc import DAGGER_SOURCE, TrainConfig, train
+from imitlab.training.bc import DAGGER_SOURCE, train
 from imitlab.training.checkpoints import rollout_score
-
-
-@dataclass
-class DaggerConfig:
-    """A DAgger run: an initial BC run, then ``rounds`` of collect-and-retrain."""
-
-    train: TrainConfig
-    """The initial behaviour-cloning run; its ``out`` is the DAgger run folder."""
-    rounds: int = 3
-    """Collect-and-retrain rounds after the initial BC."""
-    episodes_per_round: int = 10
-    """Episodes the mixture policy drives per round."""
-    beta: float = 0.5
-    """Probability that the expert acts in round 1; decays geometrically by ``beta_decay`` each round."""
-    beta_decay: float = 0.5
-    """Per-round factor on ``beta``."""
-    round_epochs: int | None = None
-    """Fine-tuning epochs per round (default: the initial run's epochs)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes stored with the run."""
+from imitlab.training.config import RUN_CONFIG, DaggerConfig, save_dagger_config
 
 
 def run_dagger(config: DaggerConfig) -> dict[str, Any]:
@@ -61,6 +42,7 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
     dataset = DemoDataset(config.train.dataset)
     # The folder is this run's alone: its DAgger episodes are never appended to an earlier run's.
     claim_out_dir(out, config.train.overwrite)
+    save_dagger_config(out / RUN_CONFIG, config)
     rounds = replace(config.train, overwrite=False)
     first = replace(rounds, out=str(out / "round_0"))
     log: dict[str, Any] = {"rounds": [{"round": 0, "bc": train(first)["best"]}]}
@@ -72,8 +54,8 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
         for round_index in range(1, config.rounds + 1):
             beta = config.beta * config.beta_decay ** (round_index - 1)
             policy, _ = load_policy(out / f"round_{round_index - 1}" / "best")
-            seeds = range(DAGGER_SEED_START + (round_index - 1) * config.episodes_per_round,
-                          DAGGER_SEED_START + round_index * config.episodes_per_round)
+            seeds = range(DAGGER_SEED_START + (round_index - 1) * config.episodes,
+                          DAGGER_SEED_START + round_index * config.episodes)
             successes = 0
             for seed in tqdm(seeds, desc=f"dagger round {round_index} (beta {beta:.2f})", unit="ep",
                              disable=not config.train.progress):
@@ -86,7 +68,7 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
             run = replace(rounds, out=str(out / f"round_{round_index}"),
                           extra_datasets=(*config.train.extra_datasets, str(dagger_demos)),
                           init_policy=str(out / f"round_{round_index - 1}" / "best"),
-                          epochs=config.round_epochs or config.train.epochs)
+                          epochs=config.epochs or config.train.epochs)
             best = train(run)["best"]
             log["rounds"].append({"round": round_index, "beta": beta, "collected": len(seeds),
                                   "mixture_success_rate": successes / len(seeds), "bc": best})

@@ -38,3 +38,6 @@ def size_problem(name: str, value: Any, maximum: int, minimum: int = 1) -> str |
     if not minimum <= value <= maximum:
         return f"{name} = {value} is outside [{minimum}, {maximum}]"
     return None
+
+#: MiB of decoded demonstrations a loader keeps in memory by default (more streams from disk in chunks).
+DEFAULT_BUDGET_MB = 4096.0
