@@ -118,7 +118,8 @@ def test_train_refuses_a_non_empty_out_unless_overwrite(tiny_demos: Path, tmp_pa
     with pytest.raises(ImitlabError, match="choose one"):
         _train_in_process(TrainConfig(**{**asdict(config), "resume": True, "overwrite": True}))
     _train_in_process(TrainConfig(**{**asdict(config), "overwrite": True}))
-    assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint", "last", "tb", "train_log.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoint", "config.toml", "last", "tb",
+                                                     "train_log.json"]
 
 
 def test_a_replacement_cut_between_its_renames_is_recovered(tmp_path: Path):
