@@ -65,6 +65,11 @@ def merge(inputs: Sequence[Path], out: Path) -> CopyResult:
     """
     if len(inputs) < 2:
         raise ImitlabError("merge needs at least two datasets")
+    resolved = [Path(p).resolve() for p in inputs]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise ImitlabError(f"merge got the same dataset twice ({inputs[resolved.index(path)]} and {inputs[i]}): "
+                               "its episodes would be copied twice")
     datasets = [DemoDataset(p) for p in inputs]
     first = datasets[0]
     for other in datasets[1:]:

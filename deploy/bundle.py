@@ -34,6 +34,7 @@ from imitlab.envs import make_env, make_expert
 from imitlab.evaluation.evaluate import EvalSummary, evaluate, write_report
 from imitlab.evaluation.provenance import dataset_summary
 from imitlab.evaluation.stats import wilson_interval
+from imitlab.core.permissions import apply_umask
 
 #: Largest |torch - ONNX| action difference accepted for the fp32 export (float32 kernels differ by ~1e-6).
 PARITY_TOLERANCE = 1e-4
@@ -277,6 +278,7 @@ def _publish(staging: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.copytree(staging, partial)
+    apply_umask(partial)  # the staging folder is mkdtemp's 0700, which copytree keeps
     try:
         os.rename(partial, out)
     except OSError as error:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from imitlab.core.documents import read_format_document
 from imitlab.core.errors import ImitlabError
 from imitlab.core.fsio import publish_dir, staging_dir
+from imitlab.core.permissions import apply_umask
 from imitlab.policies.policy import ImagePolicy, PolicyConfig
 
 FORMAT = "imitlab-policy"
@@ -43,6 +44,7 @@ def save_policy(policy: ImagePolicy, directory: Path, metadata: dict[str, Any] |
         try:
             save_file(tensors, str(staging / WEIGHTS_FILE))
             (staging / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+            apply_umask(staging)  # mkdtemp made it 0700 and safetensors writes 0600
             publish_dir(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
