@@ -19,8 +19,8 @@ import numpy as np
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_keys import is_image_sequence
 from imitlab.demos.dataset import DemoDataset, Episode, read_episode_file
-from imitlab.envs import action_labels, env_class
-from imitlab.evaluation.video import annotate_frame, write_mp4
+from imitlab.envs import action_labels, env_class, state_labels
+from imitlab.evaluation.video import annotate_frame, outcome_card, write_mp4
 
 #: Height in pixels of the upscaled camera view in a stored-frames video.
 PLAY_HEIGHT = 240
@@ -59,11 +59,21 @@ def _image_keys(episode: Episode) -> list[str]:
 
 def _caption(name: str, episode: Episode, step: int) -> str:
     attrs = episode.attrs
-    return (f"{name} seed {attrs.get('seed', '?')} {attrs.get('source', '')} "
-            f"{'success' if attrs.get('success') else 'failure'}  step {step}/{len(episode)}")
+    return f"{name}  seed {attrs.get('seed', '?')}  {attrs.get('source', '')}  step {step}/{len(episode)}"
 
 
-def _stored_frames(name: str, episode: Episode, labels: list[str]) -> list[np.ndarray]:
+def _state(episode: Episode, t: int) -> np.ndarray | None:
+    return episode.obs["state"][t] if "state" in episode.obs else None
+
+
+def _with_outcome_card(frames: list[np.ndarray], episode: Episode, fps: float) -> list[np.ndarray]:
+    """The frames plus one second of the outcome card (the outcome is known only at the end of a clip)."""
+    card = outcome_card(frames[-1], bool(episode.attrs.get("success")),
+                        float(episode.attrs.get("return", float(np.sum(episode.rewards)))), len(episode))
+    return frames + [card] * max(1, int(fps))
+
+
+def _stored_frames(name: str, episode: Episode, labels: list[str], names: list[str]) -> list[np.ndarray]:
     keys = _image_keys(episode)
     if not keys:
         raise ImitlabError(f"episode {name} has no camera images to play; use --resimulate")
@@ -73,12 +83,12 @@ def _stored_frames(name: str, episode: Episode, labels: list[str]) -> list[np.nd
     for t in range(len(episode)):
         big = cv2.resize(episode.obs[main][t], (PLAY_HEIGHT, PLAY_HEIGHT), interpolation=cv2.INTER_NEAREST)
         frames.append(annotate_frame(big, [episode.obs[k][t] for k in others], episode.actions[t], labels,
-                                     _caption(name, episode, t)))
+                                     _caption(name, episode, t), state=_state(episode, t), state_labels=names))
     return frames
 
 
-def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode,
-                        labels: list[str]) -> tuple[list[np.ndarray], int | None]:
+def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode, labels: list[str],
+                        names: list[str]) -> tuple[list[np.ndarray], int | None]:
     from imitlab.envs import make_env
 
     env = make_env(dataset.env_id, render_mode="rgb_array", **dataset.env_kwargs)
@@ -91,7 +101,7 @@ def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode,
             if diverged is None and any(not np.array_equal(obs[k], episode.obs[k][t]) for k in episode.obs):
                 diverged = t
             frames.append(annotate_frame(env.render(), [obs[k] for k in keys], episode.actions[t], labels,
-                                         _caption(name, episode, t)))
+                                         _caption(name, episode, t), state=obs.get("state"), state_labels=names))
             obs, _, terminated, truncated, _ = env.step(episode.executed_actions[t])
             if (terminated or truncated) and t < len(episode) - 1 and diverged is None:
                 diverged = t + 1
@@ -104,6 +114,8 @@ def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode,
 def play(dataset: DemoDataset, selectors: Sequence[str], out_dir: Path, resimulate: bool = False) -> list[PlayResult]:
     """Write ``<out_dir>/<episode>.mp4`` for each selected episode."""
     labels = action_labels(dataset.env_id, int(dataset.action_space.shape[0]))
+    state_space = dataset.observation_space.spaces.get("state")
+    names = state_labels(dataset.env_id, int(state_space.shape[0])) if state_space is not None else []
     cls = env_class(dataset.env_id)
     fps = float(getattr(cls, "metadata", {}).get("render_fps", 10)) if cls is not None else 10.0
     results = []
@@ -113,9 +125,9 @@ def play(dataset: DemoDataset, selectors: Sequence[str], out_dir: Path, resimula
         if resimulate:
             if "seed" not in episode.attrs:
                 raise ImitlabError(f"episode {path.stem} ({path}) has no seed to re-simulate")
-            frames, diverged = _resimulated_frames(dataset, path.stem, episode, labels)
+            frames, diverged = _resimulated_frames(dataset, path.stem, episode, labels, names)
         else:
-            frames = _stored_frames(path.stem, episode, labels)
-        video = write_mp4(out_dir / f"{path.stem}.mp4", frames, fps)
+            frames = _stored_frames(path.stem, episode, labels, names)
+        video = write_mp4(out_dir / f"{path.stem}.mp4", _with_outcome_card(frames, episode, fps), fps)
         results.append(PlayResult(episode=path.stem, video=video, frames=len(frames), diverged_at=diverged))
     return results

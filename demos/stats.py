@@ -15,7 +15,7 @@ import numpy as np
 
 from imitlab.demos.dataset import DemoDataset, file_attrs, open_episode_file
 from imitlab.demos.exclusions import read_exclusions
-from imitlab.envs import action_labels
+from imitlab.envs import action_labels, state_labels
 
 #: Percentiles reported per dimension.
 PERCENTILES = (1, 50, 99)
@@ -107,6 +107,7 @@ class ArrayStats:
     actions: np.ndarray
     state: np.ndarray | None
     action_labels: list[str]
+    state_labels: list[str]
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -116,6 +117,7 @@ class ArrayStats:
             "action_saturation": [float(x) for x in np.mean(np.abs(self.actions) >= 0.999, axis=0)],
         }
         if self.state is not None:
+            out["state_labels"] = self.state_labels
             out["state"] = describe(self.state)
         return out
 
@@ -129,10 +131,12 @@ def array_stats(dataset: DemoDataset, mask: str | None = None) -> ArrayStats:
             if "state" in f["obs"]:
                 states.append(f["obs"]["state"][()])
     dim = int(dataset.action_space.shape[0])
+    state = np.concatenate(states) if states else None
     return ArrayStats(
         actions=np.concatenate(actions) if actions else np.zeros((0, dim), np.float32),
-        state=np.concatenate(states) if states else None,
+        state=state,
         action_labels=action_labels(dataset.env_id, dim),
+        state_labels=state_labels(dataset.env_id, state.shape[1]) if state is not None else [],
     )
 
 
@@ -145,7 +149,7 @@ def plot_stats(stats: ArrayStats, path: Path, title: str) -> Path:
 
     panels = [(f"action {label}", stats.actions[:, i]) for i, label in enumerate(stats.action_labels)]
     if stats.state is not None:
-        panels += [(f"state[{i}]", stats.state[:, i]) for i in range(stats.state.shape[1])]
+        panels += [(f"state {label}", stats.state[:, i]) for i, label in enumerate(stats.state_labels)]
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)

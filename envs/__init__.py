@@ -67,10 +67,20 @@ def env_class(env_id: str) -> type | None:
 
 def action_labels(env_id: str, action_dim: int) -> list[str]:
     """The task's ``ACTION_LABELS`` (read from its class, no env built) for plots and videos, else a0, a1, ..."""
-    labels = getattr(env_class(env_id), "ACTION_LABELS", None)
-    if labels is not None and len(labels) == action_dim:
+    return _labels(env_id, "ACTION_LABELS", action_dim, "a{}")
+
+
+def state_labels(env_id: str, state_dim: int) -> list[str]:
+    """The task's ``STATE_LABELS`` (names of the ``state`` dimensions), else state[0], state[1], ..."""
+    return _labels(env_id, "STATE_LABELS", state_dim, "state[{}]")
+
+
+def _labels(env_id: str, attribute: str, dim: int, fallback: str) -> list[str]:
+    """The class attribute ``attribute`` when it names all ``dim`` dimensions, else ``fallback.format(i)``."""
+    labels = getattr(env_class(env_id), attribute, None)
+    if labels is not None and len(labels) == dim:
         return [str(label) for label in labels]
-    return [f"a{i}" for i in range(action_dim)]
+    return [fallback.format(i) for i in range(dim)]
 
 
 def time_limit_s(env: gym.Env) -> float:
@@ -85,4 +95,5 @@ def make_expert(env: gym.Env) -> Expert:
     return env.unwrapped.make_expert()
 
 
-__all__ = ["TASKS", "Expert", "action_labels", "env_class", "make_env", "make_expert", "time_limit_s"]
+__all__ = ["TASKS", "Expert", "action_labels", "env_class", "make_env", "make_expert", "state_labels",
+           "time_limit_s"]

@@ -53,6 +53,8 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     #: thresholds, classes); class i holds values in (thresholds[i-1], thresholds[i]].
     DECISIONS = {"steer": (0, (-0.1, 0.1), ("right", "straight", "left")),
                  "brake": (1, (-0.05,), ("brake", "no brake"))}
+    #: Names of the ``state`` dimensions (see STATE_LOW), for statistics and video overlays.
+    STATE_LABELS = ("speed", "yaw_rate", "steer_angle", "prev_throttle")
 
     def __init__(
         self,

@@ -21,6 +21,10 @@ from imitlab.evaluation.offline import offline_rows
 _SUCCESS = "#2e9d46"
 _FAILURE = "#d0473a"
 _ERROR = "#8a8a8a"
+#: Colours of the best and worst episodes' traces when their outcome is not what "best" and "worst" suggest
+#: (every episode failed, or every one succeeded): green and red keep meaning success and failure.
+_BEST_FAILED = "#3b6fd4"
+_WORST_SUCCEEDED = "#e08a1e"
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
@@ -54,8 +58,7 @@ def html_report(data: dict[str, Any]) -> str:
         _errors(data),
         "<h2>Success per seed</h2>", _img(_success_figure(episodes)),
         "<h2>Metric distributions</h2>", _img(_histogram_figure(scored)),
-        "<h2>Action traces</h2>",
-        f"<p>Every episode in grey; best (seed {best['seed']}) in green, worst (seed {worst['seed']}) in red.</p>",
+        "<h2>Action traces</h2>", _traces_legend(best, worst),
         _img(_actions_figure(scored, data.get("action_labels") or [], best, worst)),
         "<h2>Videos</h2>", _videos(episodes),
         "<h2>Policy</h2>", _provenance(data.get("policy") or {}),
@@ -168,15 +171,34 @@ def _actions_figure(episodes: list[dict[str, Any]], labels: list[str], best: dic
         for e in episodes:
             if e["actions"]:
                 ax.plot([a[d] for a in e["actions"]], color="#999", alpha=0.25, linewidth=0.7)
-        for e, colour in ((worst, _FAILURE), (best, _SUCCESS)):
+        for e, colour in ((worst, _trace_colour(worst, best=False)), (best, _trace_colour(best, best=True))):
             if e["actions"]:
-                ax.plot([a[d] for a in e["actions"]], color=colour, linewidth=1.4, label=f"seed {e['seed']}")
+                ax.plot([a[d] for a in e["actions"]], color=colour, linewidth=1.4,
+                        label=f"seed {e['seed']} ({'success' if e['success'] else 'failure'})")
         ax.set_ylabel(labels[d] if d < len(labels) else f"a{d}")
         ax.set_ylim(-1.05, 1.05)
-        ax.legend(loc="upper right", fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)  # beside the traces, never over them
     fig.axes[-1].set_xlabel("step")
     fig.tight_layout()
     return fig
+
+
+def _trace_colour(episode: dict[str, Any], best: bool) -> str:
+    """Green for a success and red for a failure, as everywhere on the page; the best episode when it failed and
+    the worst when it succeeded get colours of their own."""
+    if episode["success"]:
+        return _SUCCESS if best else _WORST_SUCCEEDED
+    return _BEST_FAILED if best else _FAILURE
+
+
+def _traces_legend(best: dict[str, Any], worst: dict[str, Any]) -> str:
+    def name(episode: dict[str, Any], is_best: bool) -> str:
+        colour = _trace_colour(episode, is_best)
+        outcome = "success" if episode["success"] else "failure"
+        return (f'<span style="color:{colour};font-weight:600">{"best" if is_best else "worst"} '
+                f'(seed {episode["seed"]}, {outcome})</span>')
+
+    return f"<p>Every episode in grey; {name(best, True)} and {name(worst, False)} in colour.</p>"
 
 
 def _videos(episodes: list[dict[str, Any]]) -> str:

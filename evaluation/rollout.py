@@ -15,10 +15,10 @@ import gymnasium as gym
 import numpy as np
 
 from imitlab.core.observation_keys import image_keys_of_frames
-from imitlab.envs import action_labels, make_expert
+from imitlab.envs import action_labels, make_expert, state_labels
 from imitlab.envs.stability import UNSTABLE_KEY, UNSTABLE_REASON_KEY
 from imitlab.evaluation.progress import RolloutBar
-from imitlab.evaluation.video import annotate_frame, write_mp4
+from imitlab.evaluation.video import annotate_frame, outcome_card, write_mp4
 
 
 class Agent(Protocol):
@@ -164,7 +164,9 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
         if slot in frames and video_dir is not None:
             success = bool(last.get("is_success", False))
             name = f"seed_{seed}_{'unstable' if unstable else 'success' if success else 'failure'}.mp4"
-            video = str(write_mp4(video_dir / name, frames[slot], env.metadata.get("render_fps", 10)))
+            fps = env.metadata.get("render_fps", 10)
+            card = outcome_card(frames[slot][-1], success, float(returns[slot]), len(infos[slot]))
+            video = str(write_mp4(video_dir / name, frames[slot] + [card] * int(fps), fps))  # the card shows 1 s
         results.append(EpisodeResult(
             seed=int(seed),
             success=bool(infos[slot][-1].get("is_success", False)),
@@ -185,4 +187,7 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
 def _video_frame(env: gym.Env, obs: dict[str, np.ndarray], action: np.ndarray, seed: int, step: int) -> np.ndarray:
     views = [obs[k] for k in image_keys_of_frames(obs)]
     labels = action_labels(env.spec.id, len(action)) if env.spec else [f"a{i}" for i in range(len(action))]
-    return annotate_frame(env.render(), views, action, labels, f"seed {seed}  step {step}")
+    state = obs.get("state")
+    names = state_labels(env.spec.id, len(state)) if env.spec and state is not None else []
+    return annotate_frame(env.render(), views, action, labels, f"seed {seed}  step {step}", state=state,
+                          state_labels=names)

@@ -36,6 +36,8 @@ def test_info_and_stats(dataset, tmp_path):
     png = tmp_path / "stats.png"
     out = json.loads(_ok("stats", str(dataset), "--plot", str(png), "--json"))
     assert out["samples"] == 48 and len(out["actions"]["mean"]) == 2 and len(out["state"]["std"]) == 4
+    assert out["state_labels"] == ["speed", "yaw_rate", "steer_angle", "prev_throttle"]  # named by the env
+    assert "yaw_rate" in _ok("stats", str(dataset), "--plot", str(png))
     assert cv2.imread(str(png)) is not None
 
 
@@ -44,7 +46,7 @@ def test_play_writes_one_video_per_episode_with_every_step(dataset, tmp_path):
     assert "demo_000002" in output
     for name in ("demo_000002", "demo_000003"):
         video = cv2.VideoCapture(str(tmp_path / "v" / f"{name}.mp4"))
-        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 + 10  # every step, then 1 s of the outcome card
     result = runner.invoke(app, ["demos", "play", str(dataset), "--episode", "9", "--out", str(tmp_path / "v")])
     assert result.exit_code != 0 and "no episode '9'" in str(result.exception)
 

@@ -77,6 +77,9 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         "move_z": (2, (-0.25, 0.25), ("down", "hold", "up")),
         "gripper": (3, (0.0,), ("open", "close")),
     }
+    #: Names of the ``state`` dimensions, in STATE_LAYOUT's order, for statistics and video overlays.
+    STATE_LABELS: ClassVar[tuple[str, ...]] = ("grip_x", "grip_y", "grip_z", "grip_vx", "grip_vy", "grip_vz",
+                                               "jaw_opening", *ARM_JOINTS)
     SCENE: ClassVar[str]
     MAX_STEPS: ClassVar[int]
     #: Jaw state at the start of an episode.

@@ -102,7 +102,7 @@ def stats(
     console = _console()
     groups = [("actions", data["actions"], data["action_labels"])]
     if "state" in data:
-        groups.append(("state", data["state"], [f"state[{i}]" for i in range(len(data["state"]["mean"]))]))
+        groups.append(("state", data["state"], data["state_labels"]))
     for title, desc, labels in groups:
         table = Table(title=f"{title} ({data['samples']} steps)")
         table.add_column("dim")
