@@ -128,7 +128,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             pred = model(batch.state, *imgs)
         return F.mse_loss(pred, batch.actions)
 
-    val_envs = [make_env(dataset.env_id, **dataset.env_kwargs) for _ in range(config.eval_episodes)]
+    val_envs = [make_env(dataset.env_id, **dataset.env_kwargs)  # ~1 s each on a busy machine: shown
+                for _ in tqdm(range(config.eval_episodes), desc="validation envs", leave=False,
+                              disable=not config.progress)]
     val_seeds = list(range(VALIDATION_SEED_START, VALIDATION_SEED_START + config.eval_episodes))
     writer = SummaryWriter(str(out / "tb"))
     config_json = _jsonable(asdict(config))
