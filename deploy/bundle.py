@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from imitlab.core.errors import ImitlabError
+from imitlab.core.permissions import apply_umask
 from imitlab.core.seeds import DEMO_SEED_START, HELD_OUT_SEED_START
 from imitlab.deploy.agent import bundle_agent_spec
 from imitlab.deploy.export import INT8_MODES, export_onnx, parity_error, quantize_int8
@@ -34,7 +35,6 @@ from imitlab.envs import make_env, make_expert
 from imitlab.evaluation.evaluate import EvalSummary, evaluate, write_report
 from imitlab.evaluation.provenance import dataset_summary
 from imitlab.evaluation.stats import wilson_interval
-from imitlab.core.permissions import apply_umask
 
 #: Largest |torch - ONNX| action difference accepted for the fp32 export (float32 kernels differ by ~1e-6).
 PARITY_TOLERANCE = 1e-4
