@@ -41,7 +41,8 @@ LAYOUT = """\
   dataset.json                 env id, env constructor kwargs, observation/action spaces, format version
   episodes/demo_000000.hdf5    one episode per file, in robomimic's per-demo layout:
       obs/<key>                (T, ...) per observation key: camera images (T, H, W, 3) uint8, gzip
-                               (lossless), chunked by frames; the state (T, D) float32
+                               (lossless), chunked by frames; the state (T, D) float32; a category
+                               (a Discrete space, e.g. Town-v0's command) (T,) int64
       actions                  (T, A) float32: the label (the clean expert action)
       executed_actions         (T, A) float32: what the env received (differs under DART noise)
       rewards                  (T,) float32
@@ -72,9 +73,11 @@ def env_difference(header: dict[str, Any], other: dict[str, Any]) -> str | None:
 
 
 def space_to_json(space: spaces.Space) -> dict[str, Any]:
-    """A JSON description of a Box or Dict space (what a dataset, a policy and a bundle record)."""
+    """A JSON description of a Box, Discrete or Dict space (what a dataset, a policy and a bundle record)."""
     if isinstance(space, spaces.Dict):
         return {"type": "Dict", "spaces": {k: space_to_json(s) for k, s in space.spaces.items()}}
+    if isinstance(space, spaces.Discrete):  # a category, e.g. Town-v0's route command
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, spaces.Box):
         return {
             "type": "Box",
@@ -108,6 +111,8 @@ def _space_from_json(desc: dict[str, Any]) -> spaces.Space:
         if len(desc["spaces"]) > MAX_OBJECT_KEYS:
             raise ValueError(f"{len(desc['spaces'])} sub-spaces, more than {MAX_OBJECT_KEYS}")
         return spaces.Dict({k: _space_from_json(v) for k, v in desc["spaces"].items()})
+    if desc["type"] == "Discrete":
+        return spaces.Discrete(int(desc["n"]), start=int(desc.get("start", 0)))
     dtype = np.dtype(desc["dtype"])
     shape = tuple(int(n) for n in desc["shape"])
     if len(shape) > 4 or any(n < 0 for n in shape) or math.prod(shape) > MAX_SPACE_ELEMENTS:

@@ -201,3 +201,19 @@ def test_bad_kwargs_from_the_cli_are_one_line_and_exit_1(tmp_path: Path) -> None
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("imitlab: error:") and "monsoon" in lines[0], result.stderr
+
+
+def test_recorded_town_demos_keep_the_command(tmp_path: Path) -> None:
+    from imitlab.demos.dataset import DemoDataset, read_episode_file
+    from imitlab.demos.recorder import record
+
+    kwargs = {"image_size": 16, "traffic": 2, "task": "one_turn", "grid": 3, "weather": "clear_noon"}
+    record("imitlab/Town-v0", tmp_path / "demos", episodes=1, noise_std=0.0, env_kwargs=kwargs, progress=False)
+    dataset = DemoDataset(tmp_path / "demos")
+    env = TownEnv(**kwargs)
+    assert dataset.observation_space == env.observation_space
+    env.close()
+    episode = read_episode_file(dataset.episode_paths()[0])
+    commands = episode.obs["command"]
+    assert commands.shape == (len(episode.actions),) and np.issubdtype(commands.dtype, np.integer)
+    assert set(np.unique(commands)) == {0, int(commands.max())} and commands.max() in (TURN_LEFT, TURN_RIGHT)
