@@ -29,6 +29,7 @@ test: setup-test
 bench: setup-test
 	$(PY) benchmarks/bench_env.py
 	$(PY) benchmarks/bench_manipulation.py
+	$(PY) benchmarks/bench_town.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_train.py --vs-imitation --sizes 84
 	$(PY) benchmarks/bench_loader.py

@@ -74,11 +74,13 @@ def test_gymnasium_and_sb3_checkers() -> None:
 
 
 def test_registered_with_an_expert() -> None:
-    env = make_env("imitlab/Town-v0", image_size=16, traffic=1, task="one_turn", grid=3)
+    env = make_env("imitlab/Town-v0", image_size=16, traffic=1, task="one_turn", grid=3, render_mode="rgb_array")
     obs, _ = env.reset(seed=3)
     expert = make_expert(env)
     expert.reset()
     assert env.action_space.contains(expert.act(obs))
+    frame = env.render()
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
     env.close()
 
 

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -214,11 +215,17 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(success)
 
     def render(self) -> np.ndarray | None:
+        """The chase-camera video frame, captioned with the command in force and the infractions so far."""
         if self.render_mode != "rgb_array" or len(self._renderers) < 2:
             return None
         chase = self._renderers[1]
         chase.update_scene(self.data, camera="chase")
-        return chase.render()
+        frame = chase.render()
+        assert self.route is not None
+        infractions = sum(self.infractions.values())
+        caption = f"{COMMAND_NAMES[self.route.command_at(self._s)]}  infractions {infractions}"
+        cv2.putText(frame, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        return frame
 
     def close(self) -> None:
         for renderer in self._renderers:
