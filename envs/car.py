@@ -149,6 +149,7 @@ class SpeedController:
             throttle = -1.0
         else:
             throttle = self.feedforward + self.gain * (target_speed - speed)
-        throttle = np.clip(throttle, self.throttle - self.brake_slew, self.throttle + self.slew)
+        release = self.brake_slew if self.throttle < 0.0 else self.slew  # letting go of the brake is as quick
+        throttle = np.clip(throttle, self.throttle - self.brake_slew, self.throttle + release)
         self.throttle = float(np.clip(throttle, -1.0, 1.0))
         return self.throttle

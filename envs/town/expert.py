@@ -13,7 +13,8 @@ import numpy as np
 from imitlab.envs.car import HALF_LENGTH, SpeedController, pure_pursuit_steer, rear_axle
 from imitlab.envs.driving_expert import curve_speed
 from imitlab.envs.town.env import TownEnv
-from imitlab.envs.town.traffic import DECISION_DISTANCE, first_obstacle
+from imitlab.envs.town.graph import LEFT, JunctionPass, turn_kind
+from imitlab.envs.town.traffic import CLEARING_S, DECISION_DISTANCE, GREEN, YELLOW, Mover, first_obstacle
 
 #: Speed plan: cruise speed (m/s), lateral acceleration in turns, and braking used to plan stops (m/s^2).
 CRUISE_SPEED = 8.0
@@ -25,6 +26,9 @@ LINE_GAP = 1.5
 HEADWAY_S = 0.8
 #: The speed controller lags its target by about this long (s): stops are planned that much earlier.
 CONTROL_LAG_S = 0.6
+#: Full brake slows the car at about this rate per second of its speed (the brake is wheel damping, so it
+#: fades as the car slows): from speed v it needs about ``v / BRAKE_RATE`` metres to stop. Decides yellows.
+BRAKE_RATE = 0.8
 #: Pure-pursuit look-ahead: ``LOOKAHEAD_BASE + LOOKAHEAD_GAIN * v``, clipped to the range (m).
 LOOKAHEAD_BASE = 2.0
 LOOKAHEAD_GAIN = 0.4
@@ -37,9 +41,11 @@ class TownExpert:
     def __init__(self, env: TownEnv):
         self.env = env
         self._speed = SpeedController(brake_slew=0.5)
+        self._go_on_yellow: tuple[JunctionPass, bool] | None = None  # the yellow decided on, and whether to go
 
     def reset(self) -> None:
         self._speed.reset()
+        self._go_on_yellow = None
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         env = self.env
@@ -77,8 +83,33 @@ class TownExpert:
         me = env.ego_mover()
         if me is None or me.junction.s_enter - env.route_s > DECISION_DISTANCE:
             return np.inf
-        others = env.traffic.movers()
-        if not env.traffic.must_stop(me, others, can_brake=2.0 * STOP_DECEL):
+        to_line = me.junction.s_enter - (env.route_s + HALF_LENGTH)
+        if to_line < 0.0 or not env.town.is_junction(me.junction.node):
             return np.inf
-        room = me.junction.s_enter - (env.route_s + HALF_LENGTH) - LINE_GAP - CONTROL_LAG_S * speed
+        if not self._light_says_stop(me, to_line, speed) and not env.traffic.must_yield(me, env.traffic.movers()):
+            return np.inf
+        room = to_line - LINE_GAP - CONTROL_LAG_S * speed
         return float(np.sqrt(max(0.0, 2.0 * STOP_DECEL * room)))
+
+    def _light_says_stop(self, me: Mover, to_line: float, speed: float) -> bool:
+        """Red, or a yellow the car can still stop for -- decided once per yellow and then kept, so braking
+        never starts after a decision to go (traffic's rule re-decides each step; its brakes are ideal)."""
+        env = self.env
+        junction = me.junction
+        light = env.lights.state(junction.node, junction.in_dir, env.time_s)
+        can_stop = to_line > speed / BRAKE_RATE + CONTROL_LAG_S * speed
+        if light == GREEN:
+            self._go_on_yellow = None
+            return False
+        committed = self._go_on_yellow is not None and self._go_on_yellow[0] is junction and self._go_on_yellow[1]
+        if light == YELLOW:
+            first = self._go_on_yellow is None or self._go_on_yellow[0] is not junction
+            # A left-turner waiting at the line goes early in the yellow once nothing crosses its path.
+            clearing = (to_line < 2.0 and speed < 1.0 and turn_kind(junction.in_dir, junction.out_dir) == LEFT
+                        and env.lights.yellow_left(junction.node, junction.in_dir, env.time_s) >= CLEARING_S
+                        and not env.traffic.must_yield(me, env.traffic.movers()))
+            if first or clearing:
+                committed = committed or clearing or (first and not can_stop)
+                self._go_on_yellow = (junction, committed)
+            return not committed
+        return can_stop or not committed  # red: only a car already committed and too close to stop goes on

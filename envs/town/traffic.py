@@ -34,6 +34,8 @@ LOOKAHEAD = 40.0
 DECISION_DISTANCE = 30.0
 #: A left-turner yields to oncoming cars that would reach the box within this time (s).
 ONCOMING_WINDOW_S = 4.0
+#: A left-turner waiting at the line may still start on yellow while this much of it is left (s).
+CLEARING_S = 2.0
 
 _AHEAD_STEP = 1.0
 _BODY_POINTS = np.array([-1.6, 0.0, 1.6])  # samples along a car's axis that obstacle searches test
@@ -71,10 +73,17 @@ class TrafficLights:
 
     def state(self, node: int, in_dir: int, time_s: float) -> int:
         """GREEN, YELLOW or RED for cars arriving at ``node`` heading ``in_dir`` at ``time_s``."""
-        phase = (time_s + float(self.offsets[node]) + (in_dir % 2) * CYCLE_S / 2) % CYCLE_S
+        phase = self._phase(node, in_dir, time_s)
         if phase < GREEN_S:
             return GREEN
         return YELLOW if phase < GREEN_S + YELLOW_S else RED
+
+    def yellow_left(self, node: int, in_dir: int, time_s: float) -> float:
+        """Seconds of yellow left at ``time_s`` (0 unless the light is yellow)."""
+        return max(0.0, min(YELLOW_S, GREEN_S + YELLOW_S - self._phase(node, in_dir, time_s)))
+
+    def _phase(self, node: int, in_dir: int, time_s: float) -> float:
+        return (time_s + float(self.offsets[node]) + (in_dir % 2) * CYCLE_S / 2) % CYCLE_S
 
     def states(self, nodes: np.ndarray, in_dirs: np.ndarray, time_s: float) -> np.ndarray:
         """``state`` for many approaches at once."""
@@ -224,8 +233,9 @@ class Traffic:
                     return True
         return False
 
-    def must_stop(self, me: Mover, others: list[Mover], can_brake: float) -> bool:
-        """Whether a car approaching its stop line must stop there: red, a yellow it can stop for, or yielding."""
+    def must_stop(self, me: Mover, others: list[Mover], stop_distance: float) -> bool:
+        """Whether a car approaching its stop line must stop there: red, a yellow it can stop for (it needs
+        ``stop_distance`` metres to stop), or yielding."""
         junction = me.junction
         to_line = junction.s_enter - (me.s + HALF_LENGTH)
         if to_line < 0.0 or not self.town.is_junction(junction.node):
@@ -234,10 +244,11 @@ class Traffic:
         if light == RED:
             return True
         if light == YELLOW:
-            # A left-turner waiting at the line clears the junction now, as drivers do when oncoming traffic
-            # stops; everyone else stops for a yellow if they still can.
-            waiting_to_turn = to_line < 2.0 and me.speed < 1.0 and turn_kind(junction.in_dir, junction.out_dir) == LEFT
-            if not waiting_to_turn and to_line > me.speed**2 / (2.0 * can_brake):
+            # A left-turner waiting at the line clears the junction at the start of the yellow, as drivers do
+            # when oncoming traffic stops; everyone else stops for a yellow if they still can.
+            clearing = (to_line < 2.0 and me.speed < 1.0 and turn_kind(junction.in_dir, junction.out_dir) == LEFT
+                        and self.lights.yellow_left(junction.node, junction.in_dir, self.time_s) >= CLEARING_S)
+            if not clearing and to_line > stop_distance:
                 return True
         return self.must_yield(me, others)
 
@@ -280,7 +291,7 @@ class Traffic:
             if junction is None or junction.s_enter - self.s[car] > DECISION_DISTANCE:
                 continue
             me = Mover(junction, float(self.s[car]), float(self.speed[car]))
-            if self.must_stop(me, at_node[junction.node], can_brake=IDM_BRAKE):
+            if self.must_stop(me, at_node[junction.node], stop_distance=me.speed**2 / (2.0 * IDM_BRAKE)):
                 line_gap = junction.s_enter - (self.s[car] + HALF_LENGTH) - 0.5
                 if line_gap < gap[car]:
                     gap[car], leader_speed[car] = line_gap, 0.0
