@@ -120,7 +120,7 @@ def test_teleop_socket_reports_bad_input_in_one_line_and_keeps_serving(tmp_path:
     with client.websocket_connect("/ws/teleop") as ws:
         for bad, expected in [({"env_id": "imitlab/Nope-v0"}, "unknown env id"),
                               ({"env_id": "imitlab/Reach-v0", "env_kwargs": "{oops"}, "not valid JSON"),
-                              ({"env_id": "imitlab/Reach-v0", "env_kwargs": {"wheels": 3}}, "cannot make")]:
+                              ({"env_id": "imitlab/Reach-v0", "env_kwargs": {"wheels": 3}}, "has no argument 'wheels'")]:
             ws.send_json({"type": "start", **bad})
             reply = ws.receive_json()
             assert reply["type"] == "error" and expected in reply["message"] and "\n" not in reply["message"]

@@ -178,7 +178,7 @@ def test_bad_env_id_kwargs_and_dataset_path_show_one_line_and_the_server_stays_u
     browser.get(url + "/teleop")
     for env_id, kwargs, expected in [("imitlab/Nope-v0", "{}", "unknown env id"),
                                      ("imitlab/Reach-v0", "{broken", "not valid JSON"),
-                                     ("imitlab/Reach-v0", '{"wheels": 4}', "cannot make")]:
+                                     ("imitlab/Reach-v0", '{"wheels": 4}', "has no argument 'wheels'")]:
         fill(browser, "env-id", env_id)
         fill(browser, "env-kwargs", kwargs)
         browser.find_element(By.ID, "start").click()
