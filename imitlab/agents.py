@@ -11,7 +11,7 @@ from typing import Any
 
 from imitlab.core.errors import ImitlabError
 from imitlab.deploy.agent import bundle_agent_spec
-from imitlab.deploy.spec import MODEL_FILES, is_bundle, read_spec
+from imitlab.deploy.spec import MODEL_FILES, is_bundle, read_model, read_spec
 from imitlab.evaluation.agent_spec import EXPERT, AgentSpec, expert_spec, policy_spec
 from imitlab.policies.io import policy_dir
 
@@ -68,4 +68,6 @@ def _resolve_bundle(path: Path) -> AgentSpec | None:
             raise ImitlabError(f"{path} is not one of the bundle's models ({', '.join(MODEL_FILES.values())})")
     if not is_bundle(folder):
         return None
-    return bundle_agent_spec(folder, read_spec(folder), model, label=str(path))
+    spec = read_spec(folder)
+    read_model(folder, spec, model)  # a tampered or missing model is one line here, not an error in every worker
+    return bundle_agent_spec(folder, spec, model, label=str(path))

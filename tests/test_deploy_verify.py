@@ -141,6 +141,10 @@ def test_cli_refuses_absurd_sizes_tampered_models_and_policies_without_env_id(
     (bundle_copy / MODEL_FILE).write_bytes((bundle_copy / MODEL_FILE).read_bytes() + b"\0")
     code, err = run_cli(monkeypatch, capsys, "serve", str(bundle_copy), "--port", "1")
     assert code == 1 and "modified or damaged" in _one_error_line(err)
+    code, err = run_cli(monkeypatch, capsys, "eval", str(bundle_copy), "--episodes", "2",
+                        "--out", str(tmp_path / "eval"))
+    assert code == 1 and "modified or damaged" in _one_error_line(err)
+    assert not (tmp_path / "eval").exists()
 
     _edit_json(bundle_copy / SPEC_FILE, lambda s: s.update(image_size=10**7))
     code, err = run_cli(monkeypatch, capsys, "serve", str(bundle_copy), "--port", "1")
