@@ -4,6 +4,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
+# setuptools ends every editable install that uses its import finder (our package-dir layout needs one) with an
+# information-only note, "Editable installation ... careful with folders ... same name as your package"; the
+# layout is deliberate (imitlab/ is the CLI package), so the note is silenced for our own install step only.
+EDITABLE_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e
 
 .PHONY: setup setup-test quickstart test bench clean
 
@@ -13,11 +17,11 @@ $(PY):
 
 setup: $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e .
+	$(EDITABLE_INSTALL) .
 
 setup-test: $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(EDITABLE_INSTALL) ".[test]"
 
 quickstart: setup
 	$(VENV)/bin/imitlab quickstart
