@@ -158,6 +158,17 @@ def _create_json(path: Path, payload: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
+def read_sidecar_json(path: Path, kind: str) -> Any:
+    """An optional JSON file beside the episodes (``masks.json``, ``exclusions.json``): ``{}`` when absent,
+    one line naming the file when it does not parse; the caller checks the shape."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ImitlabError(f"corrupt {kind} file {path}: {exc}") from None
+
+
 def write_episode_file(path: Path, episode: Episode) -> None:
     """Write one episode HDF5 file atomically (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -298,12 +309,7 @@ class DemoDataset:
     def masks(self) -> dict[str, list[str]]:
         """Named episode subsets (mask name -> episode file stems); empty when there is no ``masks.json``."""
         path = self.path / MASKS
-        if not path.is_file():
-            return {}
-        try:
-            masks = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ImitlabError(f"corrupt mask file {path}: {exc}") from None
+        masks = read_sidecar_json(path, "mask")
         if not isinstance(masks, dict) or not all(isinstance(v, list) for v in masks.values()):
             raise ImitlabError(f"corrupt mask file {path}: expected {{name: [episode, ...]}}")
         return masks

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from imitlab.core.errors import ImitlabError
 from imitlab.core.fsio import write_json_atomic
-from imitlab.demos.dataset import DemoDataset
+from imitlab.demos.dataset import DemoDataset, read_sidecar_json
 
 EXCLUSIONS = "exclusions.json"
 
@@ -20,12 +20,7 @@ EXCLUSIONS = "exclusions.json"
 def read_exclusions(dataset: DemoDataset) -> dict[str, str]:
     """Excluded episode file stem -> reason; empty when nothing is excluded."""
     path = dataset.path / EXCLUSIONS
-    if not path.is_file():
-        return {}
-    try:
-        entries = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ImitlabError(f"corrupt exclusion file {path}: {exc}") from None
+    entries = read_sidecar_json(path, "exclusion")
     if not isinstance(entries, dict) or not all(isinstance(v, dict) and isinstance(v.get("reason"), str)
                                                 for v in entries.values()):
         raise ImitlabError(f"corrupt exclusion file {path}: expected {{episode: {{\"reason\": ...}}}}")
