@@ -14,7 +14,7 @@ from imitlab.envs.car import HALF_LENGTH, SpeedController, pure_pursuit_steer, r
 from imitlab.envs.driving_expert import curve_speed
 from imitlab.envs.town.env import TownEnv
 from imitlab.envs.town.graph import LEFT, JunctionPass, turn_kind
-from imitlab.envs.town.traffic import CLEARING_S, DECISION_DISTANCE, GREEN, YELLOW, Mover, first_obstacle
+from imitlab.envs.town.traffic import DECISION_DISTANCE, GREEN, YELLOW, Mover, first_obstacle
 
 #: Speed plan: cruise speed (m/s), lateral acceleration in turns, and braking used to plan stops (m/s^2).
 CRUISE_SPEED = 8.0
@@ -29,6 +29,12 @@ CONTROL_LAG_S = 0.6
 #: Full brake slows the car at about this rate per second of its speed (the brake is wheel damping, so it
 #: fades as the car slows): from speed v it needs about ``v / BRAKE_RATE`` metres to stop. Decides yellows.
 BRAKE_RATE = 0.8
+#: Pulling away, the car gains speed at about this rate (m/s^2) after the throttle ramp's delay (s): used to
+#: check that a car going on yellow reaches the stop line before the red.
+PULL_AWAY_ACCEL = 1.4
+PULL_AWAY_DELAY_S = 0.4
+#: A go on yellow must bring the front over the stop line this long (s) before the red.
+RED_MARGIN_S = 0.2
 #: Pure-pursuit look-ahead: ``LOOKAHEAD_BASE + LOOKAHEAD_GAIN * v``, clipped to the range (m).
 LOOKAHEAD_BASE = 2.0
 LOOKAHEAD_GAIN = 0.4
@@ -92,8 +98,12 @@ class TownExpert:
         return float(np.sqrt(max(0.0, 2.0 * STOP_DECEL * room)))
 
     def _light_says_stop(self, me: Mover, to_line: float, speed: float) -> bool:
-        """Red, or a yellow the car can still stop for -- decided once per yellow and then kept, so braking
-        never starts after a decision to go (traffic's rule re-decides each step; its brakes are ideal)."""
+        """Red, or a yellow the car can still stop for. A yellow is decided once (go if the car can no longer
+        stop) and the decision kept, so braking never starts after a decision to go -- unless the car, slowed
+        since (it yielded, or queued behind a car), can stop now but would no longer reach the line before the
+        red: then it stops after all. A left-turner waiting at the line goes early in the yellow once nothing
+        crosses its path, if it reaches the line in time. (Traffic's rule re-decides each step; its brakes are
+        ideal.)"""
         env = self.env
         junction = me.junction
         light = env.lights.state(junction.node, junction.in_dir, env.time_s)
@@ -104,12 +114,22 @@ class TownExpert:
         committed = self._go_on_yellow is not None and self._go_on_yellow[0] is junction and self._go_on_yellow[1]
         if light == YELLOW:
             first = self._go_on_yellow is None or self._go_on_yellow[0] is not junction
-            # A left-turner waiting at the line goes early in the yellow once nothing crosses its path.
+            in_time = time_to_line(to_line, speed) + RED_MARGIN_S < env.lights.yellow_left(
+                junction.node, junction.in_dir, env.time_s)
             clearing = (to_line < 2.0 and speed < 1.0 and turn_kind(junction.in_dir, junction.out_dir) == LEFT
-                        and env.lights.yellow_left(junction.node, junction.in_dir, env.time_s) >= CLEARING_S
-                        and not env.traffic.must_yield(me, env.traffic.movers()))
-            if first or clearing:
-                committed = committed or clearing or (first and not can_stop)
-                self._go_on_yellow = (junction, committed)
+                        and in_time and not env.traffic.must_yield(me, env.traffic.movers()))
+            if first:
+                committed = not can_stop
+            committed = (committed or clearing) and (in_time or not can_stop)
+            self._go_on_yellow = (junction, committed)
             return not committed
         return can_stop or not committed  # red: only a car already committed and too close to stop goes on
+
+
+def time_to_line(to_line: float, speed: float) -> float:
+    """Seconds until the front reaches a stop line ``to_line`` metres ahead, pulling away from ``speed``."""
+    cruise = speed * PULL_AWAY_DELAY_S
+    if to_line <= cruise:
+        return to_line / max(speed, 1e-6)
+    rest = to_line - cruise
+    return PULL_AWAY_DELAY_S + (np.sqrt(speed**2 + 2.0 * PULL_AWAY_ACCEL * rest) - speed) / PULL_AWAY_ACCEL

@@ -228,7 +228,9 @@ class Traffic:
                 return True
             oncoming = theirs.in_dir == (mine.in_dir + 2) % 4
             light = self.lights.state(theirs.node, theirs.in_dir, self.time_s)
-            if turning_left and oncoming and other.speed > 1.0 and light != RED:
+            # An oncoming car that can still stop for its yellow will (``must_stop``): no need to wait for it.
+            stops_for_yellow = light == YELLOW and to_line > other.speed**2 / (2.0 * IDM_BRAKE)
+            if turning_left and oncoming and other.speed > 1.0 and light != RED and not stops_for_yellow:
                 if to_line < other.speed * ONCOMING_WINDOW_S + 3.0:
                     return True
         return False
