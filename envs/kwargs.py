@@ -50,6 +50,9 @@ def check_env_kwargs(env_id: str, env_class: type | None, kwargs: Mapping[str, A
     if size is not None and not (isinstance(size, int) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
         raise EnvArgumentError(f"{env_id}: image_size={size!r} is not an integer from {MIN_IMAGE_SIZE} to "
                                f"{MAX_IMAGE_SIZE} pixels")
+    own_check = getattr(env_class, "check_kwargs", None)
+    if callable(own_check):  # an env's own cheap checks (Town-v0: weather, traffic, task), with nothing built
+        own_check(kwargs)
 
 
 def _constructor_parameters(env_class: type) -> tuple[list[str] | None, dict[str, Any]]:

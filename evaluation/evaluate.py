@@ -27,30 +27,36 @@ from tqdm import tqdm
 from imitlab.core.errors import ImitlabError
 from imitlab.core.fsio import check_out_dir, publish_dir, staging_dir
 from imitlab.core.seeds import HELD_OUT_SEED_START
-from imitlab.envs import action_labels, make_env, time_limit_s
+from imitlab.envs import action_labels, env_class, make_env, time_limit_s
+from imitlab.envs.kwargs import check_env_kwargs
 from imitlab.envs.perturb import check_perturbable
 from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.provenance import policy_provenance
-from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
+from imitlab.evaluation.rollout import Agent, EpisodeResult, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
 from imitlab.evaluation.workers import EpisodePool
 
 
-class _SpecRunner:
-    """A worker's agent and env, built from an ``AgentSpec`` in the worker process and reused for each episode.
+def worker_agent(spec: AgentSpec) -> Agent:
+    """Build ``spec``'s agent in a worker process, which gets one core (call it before making the env).
 
     One worker = one core: Mesa's llvmpipe rasteriser (EGL rendering on CPU) otherwise starts a thread per
     core in every worker, and N workers then fight over the cores (measured: 2 workers ran slower than 1).
     Pixels do not depend on its thread count.
     """
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    if spec.kind == POLICY:
+        import torch
+
+        torch.set_num_threads(1)
+    return spec.build()
+
+
+class _SpecRunner:
+    """A worker's agent and env, built from an ``AgentSpec`` in the worker process and reused for each episode."""
 
     def __init__(self, spec: AgentSpec, video_dir: Path | None):
-        os.environ.setdefault("LP_NUM_THREADS", "1")
-        if spec.kind == POLICY:
-            import torch
-
-            torch.set_num_threads(1)
-        self.agent = spec.build()
+        self.agent = worker_agent(spec)
         self.env = make_env(spec.env_id, render_mode="rgb_array", **spec.env_kwargs)
         self.video_dir = video_dir
         self.time_limit_s = time_limit_s(self.env)
@@ -178,7 +184,9 @@ def evaluate(spec: AgentSpec, seeds: Sequence[int], workers: int | None = None, 
     seconds per episode (None: a generous multiple of the env's time limit, see ``EpisodePool``).
     Raises ``EvaluationInterrupted`` (a KeyboardInterrupt) with the finished episodes on Ctrl-C or SIGTERM.
     """
-    check_perturbable(spec.env_id, spec.env_kwargs.get("perturb"))  # fails here in one line, not in every worker
+    # Bad env kwargs fail here, in one line, not in every worker.
+    check_env_kwargs(spec.env_id, env_class(spec.env_id), spec.env_kwargs)
+    check_perturbable(spec.env_id, spec.env_kwargs.get("perturb"))
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ImitlabError("evaluation needs at least one seed, and distinct seeds")

@@ -13,11 +13,13 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from imitlab.envs import make_env, make_expert
-from imitlab.envs.town.env import INFRACTIONS, TownConfigError, TownEnv
+from imitlab.envs import make_env, make_expert, time_limit_s
+from imitlab.envs.car import HALF_LENGTH
+from imitlab.envs.town.env import (INFRACTIONS, TIME_MARGIN_S, TIME_SPEED, TownConfigError, TownEnv,
+                                   time_limit_bound_s)
 from imitlab.envs.town.graph import DIRECTIONS, Town
-from imitlab.envs.town.planner import COMMAND_NAMES, GO_STRAIGHT, TURN_LEFT, TURN_RIGHT
-from imitlab.envs.town.traffic import CYCLE_S, GREEN_S, RED, YELLOW_S
+from imitlab.envs.town.planner import COMMAND_NAMES, GO_STRAIGHT, TURN_LEFT, TURN_RIGHT, sample_route
+from imitlab.envs.town.traffic import CYCLE_S, GREEN_S, RED, YELLOW, YELLOW_S
 
 SIZE = 32
 TOWN = 0
@@ -152,6 +154,42 @@ def test_expert_stops_at_red_and_a_naive_driver_runs_it(env: TownEnv) -> None:
     assert info["red_light"] >= 1
 
 
+def test_expert_holds_a_go_on_yellow_only_while_it_reaches_the_line_before_red(env: TownEnv) -> None:
+    """A car that decided to go on a yellow and was held at the line (it yielded) stops for the rest of the
+    yellow when it can no longer reach the line before the red, instead of starting late into the red."""
+    node, direction = four_way_approach(env.town)
+    junction = int(env.town.neighbours[node, direction])
+    line = env.town.lane_length(node, direction)
+    lanes = {"lanes": [[node, direction], [junction, (direction + 1) % 4]], "s_start": line - HALF_LENGTH - 0.6}
+    axis_shift = 0.0 if direction % 2 == 0 else CYCLE_S / 2
+    env.lights.offsets[junction] = (GREEN_S + YELLOW_S - 0.8 - axis_shift) % CYCLE_S  # 0.8 s of yellow left
+    expert = env.make_expert()
+    obs, info = env.reset(options=lanes)
+    expert.reset()
+    me = env.ego_mover()
+    assert env.lights.state(junction, direction, 0.0) == YELLOW and me.junction.s_enter - line < 1.0
+    expert._go_on_yellow = (me.junction, True)  # it had decided to go on this yellow
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs))
+        done = terminated or truncated
+    assert info["is_success"] and info["red_light"] == 0, info
+
+
+def test_time_limit_is_known_before_the_first_episode() -> None:
+    town = Town.generate(TOWN)
+    rng = np.random.default_rng(0)
+    for task in ("straight", "one_turn", "navigation"):
+        bound = time_limit_bound_s(town, task)
+        routes = [sample_route(town, task, rng) for _ in range(100)]
+        assert max(TIME_MARGIN_S + (r.s_goal - r.s_start) / TIME_SPEED for r in routes) <= bound
+    env = make_env("imitlab/Town-v0", image_size=16, task="one_turn", grid=3)
+    assert time_limit_s(env) == time_limit_bound_s(env.unwrapped.town, "one_turn")  # what evaluation's workers read
+    env.reset(seed=0)
+    assert time_limit_s(env) <= time_limit_bound_s(env.unwrapped.town, "one_turn")
+    env.close()
+
+
 def test_kerb_and_vehicle_collisions_end_the_episode(env: TownEnv) -> None:
     for seed in range(3):  # full lock into the parked cars or the kerb across the street
         env.reset(seed=seed)
@@ -203,6 +241,22 @@ def test_bad_kwargs_from_the_cli_are_one_line_and_exit_1(tmp_path: Path) -> None
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("imitlab: error:") and "monsoon" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("arg", ["weather=monsoon", "traffic=-1", "grid=2 task=one_turn"])
+def test_bad_kwargs_stop_an_evaluation_before_its_workers_start(arg: str, tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    from imitlab.cli import main
+
+    env_args = [item for pair in arg.split() for item in ("--env-arg", pair)]
+    monkeypatch.setattr(sys, "argv", ["imitlab", "eval", "expert", "--env", "imitlab/Town-v0", "--episodes", "1",
+                                      "--out", str(tmp_path / "eval"), *env_args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1 and len(lines) == 1 and lines[0].startswith("imitlab: error:"), lines
+    assert arg.split()[-1].split("=")[1] in lines[0] and "worker" not in lines[0]
+    assert not (tmp_path / "eval").exists()
 
 
 def test_recorded_town_demos_keep_the_command(tmp_path: Path) -> None:

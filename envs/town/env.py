@@ -7,8 +7,9 @@ right / straight) is announced before every junction, as in CARLA's conditional 
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -18,12 +19,14 @@ import numpy as np
 from gymnasium import spaces
 
 from imitlab.core.errors import ImitlabError
+from imitlab.core.seeds import TRAINING_TOWN
 from imitlab.envs.car import CONTROL_HZ, HALF_LENGTH, STATE_HIGH, STATE_LOW, Car
 from imitlab.envs.rendering import set_fog, sharpen_texture, upload_texture
 from imitlab.envs.road import ROAD_WIDTH
 from imitlab.envs.stability import mark_unstable
-from imitlab.envs.town.graph import JUNCTION_HALF, Town
-from imitlab.envs.town.planner import COMMAND_NAMES, Route, impossible_reason, route_through, sample_route
+from imitlab.envs.town.graph import DEFAULT_GRID, JUNCTION_HALF, Town
+from imitlab.envs.town.planner import (COMMAND_NAMES, Route, impossible_reason, longest_route, route_through,
+                                       sample_route)
 from imitlab.envs.town.scene import build_scene
 from imitlab.envs.town.traffic import RED, Mover, Traffic, TrafficLights, car_points
 from imitlab.envs.town.weather import Weather, resolve
@@ -75,30 +78,17 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
 
     def __init__(
         self,
-        town: int = 0,
+        town: int = TRAINING_TOWN,
         weather: str | Sequence[str] = "train",
         traffic: int = 0,
         task: str = "navigation",
         image_size: int = 96,
         render_mode: str | None = None,
-        grid: int = 4,
+        grid: int = DEFAULT_GRID,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise TownConfigError(f"unsupported render_mode {render_mode!r}; use 'rgb_array' or None")
-        if not isinstance(town, int) or isinstance(town, bool) or town < 0:
-            raise TownConfigError(f"town must be a non-negative integer (a layout seed), got {town!r}")
-        if not isinstance(traffic, int) or isinstance(traffic, bool) or traffic < 0:
-            raise TownConfigError(f"traffic must be a non-negative number of cars, got {traffic!r}")
-        if not isinstance(grid, int) or grid < 2:
-            raise TownConfigError(f"grid must be an integer >= 2 (nodes per side), got {grid!r}")
-        try:
-            self.weathers: list[Weather] = resolve(weather)
-            self.town = Town.generate(town, grid)
-            reason = impossible_reason(self.town, task)
-        except ValueError as exc:
-            raise TownConfigError(str(exc)) from None
-        if reason is not None:
-            raise TownConfigError(f"task {task!r} is impossible in town {town} (grid {grid}): {reason}")
+        self.weathers, self.town = check_town_kwargs(town, weather, traffic, task, grid)
         self.task = task
         self.traffic_count = traffic
         self.image_size = image_size
@@ -132,6 +122,16 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.route: Route | None = None
         self.time_s = 0.0
+        #: Control steps the episode may take: set per route by ``reset``; before it, the longest route's.
+        self.max_steps = _time_limit_steps(longest_route(self.town, task))
+
+    @classmethod
+    def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
+        """Constructor kwargs -> a one-line ``TownConfigError`` if they are bad, without building the town's scene
+        (``imitlab.envs.kwargs.check_env_kwargs`` calls it, so evaluation fails before starting its workers)."""
+        given = {**{name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}, **kwargs}
+        check_town_kwargs(given["town"], given["weather"], given["traffic"], given["task"], given["grid"])
 
     def make_expert(self) -> TownExpert:
         """The privileged expert bound to this env (imported here: it imports this module)."""
@@ -177,7 +177,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.time_s = 0.0
         self._steps = 0
         self._s = self._s_max = route.s_start
-        self.max_steps = int(math.ceil((TIME_MARGIN_S + (route.s_goal - route.s_start) / TIME_SPEED) * CONTROL_HZ))
+        self.max_steps = _time_limit_steps(route.s_goal - route.s_start)
         self.traffic.reset(rng, keep_clear=xy, path_length=self.max_steps / CONTROL_HZ * 9.0 + 80.0)
         self._place_traffic()
         self._update_lamps()
@@ -328,6 +328,37 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
             "command": int(route.command_at(self._s)),
             **self.infractions,
         }
+
+
+def check_town_kwargs(town: int, weather: str | Sequence[str], traffic: int, task: str,
+                      grid: int = DEFAULT_GRID) -> tuple[list[Weather], Town]:
+    """The weathers and the town these kwargs name, or a one-line ``TownConfigError`` (cheap: no scene is built,
+    so a benchmark checks every configuration before it starts)."""
+    if not isinstance(town, int) or isinstance(town, bool) or town < 0:
+        raise TownConfigError(f"town must be a non-negative integer (a layout seed), got {town!r}")
+    if not isinstance(traffic, int) or isinstance(traffic, bool) or traffic < 0:
+        raise TownConfigError(f"traffic must be a non-negative number of cars, got {traffic!r}")
+    if not isinstance(grid, int) or grid < 2:
+        raise TownConfigError(f"grid must be an integer >= 2 (nodes per side), got {grid!r}")
+    try:
+        weathers = resolve(weather)
+        layout = Town.generate(town, grid)
+        reason = impossible_reason(layout, task)
+    except ValueError as exc:
+        raise TownConfigError(str(exc)) from None
+    if reason is not None:
+        raise TownConfigError(f"task {task!r} is impossible in town {town} (grid {grid}): {reason}")
+    return weathers, layout
+
+
+def time_limit_bound_s(town: Town, task: str) -> float:
+    """The longest time limit (s) an episode of ``task`` in ``town`` can get, known before any episode."""
+    return _time_limit_steps(longest_route(town, task)) / CONTROL_HZ
+
+
+def _time_limit_steps(route_length: float) -> int:
+    """Control steps allowed for a route ``route_length`` metres long."""
+    return int(math.ceil((TIME_MARGIN_S + route_length / TIME_SPEED) * CONTROL_HZ))
 
 
 def _circles(xy: np.ndarray, yaw: np.ndarray) -> np.ndarray:

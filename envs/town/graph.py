@@ -27,6 +27,8 @@ DIRECTIONS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
 #: Turn kinds, named as the route commands that announce them.
 STRAIGHT, LEFT, RIGHT = "straight", "left", "right"
 
+#: Nodes per side of a town's street grid, unless the ``grid`` kwarg says otherwise.
+DEFAULT_GRID = 4
 _BLOCK_RANGE = (44.0, 66.0)  # distance between neighbouring nodes, m
 _REMOVE_PROBABILITY = 0.3  # chance to drop a street, if the town stays connected without dead ends
 _PARKED_PER_LANE = 0.5  # mean parked cars per lane
@@ -68,7 +70,7 @@ class Town:
     parked: np.ndarray  # (K, 3): x, y, yaw of parked cars
 
     @classmethod
-    def generate(cls, seed: int, grid: int = 4) -> Town:
+    def generate(cls, seed: int, grid: int = DEFAULT_GRID) -> Town:
         """The town of ``seed``: a ``grid`` x ``grid`` street grid with random block sizes and some streets removed."""
         rng = np.random.default_rng([seed, 7061])  # a stream of its own: town seeds never collide with episodes
         xs = np.concatenate(([0.0], np.cumsum(rng.uniform(*_BLOCK_RANGE, grid - 1))))

@@ -91,6 +91,31 @@ def shortest_lanes(town: Town, start: Lane, goal: Lane) -> list[Lane] | None:
     return None
 
 
+def longest_route(town: Town, task: str) -> float:
+    """An upper bound on the length (m) of any route ``sample_route`` draws for ``task`` in ``town``, so the
+    env can state its time limit before the first episode (evaluation sizes its hang timeout by it)."""
+    box = 2.0 * JUNCTION_HALF  # no connector is longer than the box is wide
+    if task in ("straight", "one_turn"):
+        return max(town.lane_length(*a) + box + town.lane_length(*b) for a, b in candidate_starts(town, task))
+    longest = 0.0
+    for start in town.lanes():
+        best = {start: 0.0}
+        frontier: list[tuple[float, Lane]] = [(0.0, start)]
+        while frontier:  # Dijkstra with shortest_lanes' costs: the farthest lane A* can route to from here
+            cost, lane = heapq.heappop(frontier)
+            if cost > best[lane]:
+                continue
+            node = int(town.neighbours[lane])
+            for out_dir in town.exits(node, lane[1]):
+                nxt = (node, out_dir)
+                step = cost + town.lane_length(*nxt) + box
+                if step < best.get(nxt, np.inf):
+                    best[nxt] = step
+                    heapq.heappush(frontier, (step, nxt))
+        longest = max(longest, town.lane_length(*start) + max(best.values()))
+    return longest
+
+
 def candidate_starts(town: Town, task: str) -> list[list[Lane]]:
     """For ``straight`` and ``one_turn``: every lane pair the task can use (empty: impossible in this town)."""
     pairs = []

@@ -10,6 +10,7 @@ import sys
 import typer
 
 from imitlab.cli.analysis import explain_cmd, robustness_cmd, study_app
+from imitlab.cli.benchmark import benchmark_app
 from imitlab.cli.demos import demos_app
 from imitlab.cli.deploy import deploy_cmd, serve_cmd
 from imitlab.cli.evaluate import compare_cmd, evaluate_cmd
@@ -34,6 +35,7 @@ app.command("studio")(studio_cmd)
 app.command("robustness")(robustness_cmd)
 app.command("explain")(explain_cmd)
 app.add_typer(study_app, name="study")
+app.add_typer(benchmark_app, name="benchmark")
 
 
 def main() -> None:
