@@ -15,6 +15,7 @@ exclusively (``O_CREAT | O_EXCL``), so writers sharing a folder never pick the s
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -173,28 +174,41 @@ def write_episode_file(path: Path, episode: Episode) -> None:
     """Write one episode HDF5 file atomically (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with h5py.File(tmp, "w") as f:
-        obs = f.create_group("obs")
-        for key, value in episode.obs.items():
-            if is_image_sequence(value):
-                chunk = (min(len(value), 16), *value.shape[1:])
-                obs.create_dataset(key, data=value, chunks=chunk, compression="gzip", compression_opts=4)
-            else:
-                obs.create_dataset(key, data=value)
-        f.create_dataset("actions", data=episode.actions.astype(np.float32))
-        f.create_dataset("executed_actions", data=episode.executed_actions.astype(np.float32))
-        f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
-        f.create_dataset("dones", data=episode.dones.astype(np.uint8))
-        for key, value in episode.step_data.items():
-            f.create_dataset(key, data=value)
-        if episode.final_obs is not None:
-            final = f.create_group("final_obs")
-            for key, value in episode.final_obs.items():
-                final.create_dataset(key, data=value)
-        for key, value in episode.attrs.items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        _fill_episode_file(f, episode)
         f.flush()
         os.fsync(f.id.get_vfd_handle())
     os.replace(tmp, path)
+
+
+def encode_episode(episode: Episode) -> bytes:
+    """The bytes of ``episode``'s HDF5 file, built in memory: a recording worker compresses its own frames and
+    hands the writer one buffer, so the single writer only copies bytes to disk."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        _fill_episode_file(f, episode)
+    return buffer.getvalue()
+
+
+def _fill_episode_file(f: h5py.File, episode: Episode) -> None:
+    obs = f.create_group("obs")
+    for key, value in episode.obs.items():
+        if is_image_sequence(value):
+            chunk = (min(len(value), 16), *value.shape[1:])
+            obs.create_dataset(key, data=value, chunks=chunk, compression="gzip", compression_opts=4)
+        else:
+            obs.create_dataset(key, data=value)
+    f.create_dataset("actions", data=episode.actions.astype(np.float32))
+    f.create_dataset("executed_actions", data=episode.executed_actions.astype(np.float32))
+    f.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+    f.create_dataset("dones", data=episode.dones.astype(np.uint8))
+    for key, value in episode.step_data.items():
+        f.create_dataset(key, data=value)
+    if episode.final_obs is not None:
+        final = f.create_group("final_obs")
+        for key, value in episode.final_obs.items():
+            final.create_dataset(key, data=value)
+    for key, value in episode.attrs.items():
+        f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
 def read_episode_file(path: Path) -> Episode:
@@ -387,6 +401,17 @@ class DemoWriter:
         """Write ``episode`` as the next demo file; returns its path."""
         path = self._claim()
         write_episode_file(path, episode)
+        return path
+
+    def append_encoded(self, data: bytes) -> Path:
+        """Write an episode file's bytes (``encode_episode``) as the next demo, atomically; returns its path."""
+        path = self._claim()
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
         return path
 
     def append_file(self, source: Path) -> Path:

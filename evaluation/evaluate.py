@@ -34,7 +34,7 @@ from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.provenance import policy_provenance
 from imitlab.evaluation.rollout import Agent, EpisodeResult, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
-from imitlab.evaluation.workers import EpisodePool
+from imitlab.evaluation.workers import open_pool
 
 
 def worker_agent(spec: AgentSpec) -> Agent:
@@ -175,13 +175,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def evaluate(spec: AgentSpec, seeds: Sequence[int], workers: int | None = None, video_dir: Path | None = None,
              videos: int = 0, progress: bool = True, allow_train_seeds: bool = False,
-             episode_timeout: float | None = None) -> EvalSummary:
+             episode_timeout: float | None = None, backend: str = "local", address: str | None = None) -> EvalSummary:
     """Evaluate the agent ``spec`` describes (see ``imitlab.agents.resolve_agent``) on ``seeds``.
 
     ``videos`` mp4s go to ``video_dir``: of the best and worst scored episodes, alternately (so a success and a
     failure are both filmed when both occurred). They are chosen after the sweep and re-run with the camera on,
     which reproduces the episode exactly because a result depends only on its seed. ``episode_timeout``: wall
-    seconds per episode (None: a generous multiple of the env's time limit, see ``EpisodePool``).
+    seconds per episode (None: a generous multiple of the env's time limit, see ``EpisodePool``). ``backend``:
+    ``local`` worker processes or ``ray`` actors (``address``: see ``open_pool``); per-seed results are the same.
     Raises ``EvaluationInterrupted`` (a KeyboardInterrupt) with the finished episodes on Ctrl-C or SIGTERM.
     """
     # Bad env kwargs fail here, in one line, not in every worker.
@@ -196,7 +197,8 @@ def evaluate(spec: AgentSpec, seeds: Sequence[int], workers: int | None = None, 
                            f"use held-out seeds (from {HELD_OUT_SEED_START})")
     if episode_timeout is not None and episode_timeout <= 0:
         raise ImitlabError(f"the episode timeout must be positive, got {episode_timeout}")
-    workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
+    if workers or backend == "local":  # Ray: one actor per CPU of the cluster unless told
+        workers = max(1, min(workers or os.cpu_count() or 1, len(seeds)))
     results: dict[int, EpisodeResult] = {}
 
     def summary() -> EvalSummary:
@@ -209,8 +211,8 @@ def evaluate(spec: AgentSpec, seeds: Sequence[int], workers: int | None = None, 
 
     bar = tqdm(total=len(seeds), desc=f"eval {spec.label}", unit="ep", disable=not progress)
     try:
-        with _sigterm_as_interrupt(), EpisodePool(functools.partial(_SpecRunner, spec, video_dir), workers,
-                                                  episode_timeout) as pool:
+        with _sigterm_as_interrupt(), open_pool(backend, functools.partial(_SpecRunner, spec, video_dir), workers,
+                                                address, episode_timeout_s=episode_timeout) as pool:
             for result in pool.run((s, False) for s in seeds):
                 results[result.seed] = result
                 bar.update()

@@ -7,18 +7,24 @@ nearest deadline as timeout. An exception becomes that episode's error inside th
 or runs past the episode timeout is killed, its episode recorded as an error with the reason, and a fresh
 worker takes its place. A result depends only on its seed, so a replacement reproduces what the dead worker
 would have done for every other episode.
+
+``retries``: a task whose worker died or hung may be given to a fresh worker that many times before it becomes an
+error (recording retries, evaluation does not: a crash is then part of the result). The results are generic
+(``errored`` builds the error result), so recording reuses the pool. ``open_pool`` chooses this local pool or
+its Ray counterpart (``ray_workers.py``), which keeps the same interface and semantics.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 from imitlab.core.errors import ImitlabError
 from imitlab.evaluation.rollout import EpisodeResult
@@ -31,17 +37,27 @@ MAX_STARTUP_FAILURES = 3
 SHUTDOWN_GRACE_S = 5.0
 
 
-class EpisodeRunner(Protocol):
+#: Where episodes run: worker processes on this machine, or Ray actors on a local or remote Ray cluster.
+BACKENDS = ("local", "ray")
+#: What one task gives: an ``EpisodeResult`` for evaluation, an encoded episode for recording.
+R = TypeVar("R")
+#: A task: the seed and whether to film the episode.
+Task = tuple[int, bool]
+
+
+class EpisodeRunner(Protocol[R]):
     """What a worker holds: one agent and one env, reused for every episode it is given."""
 
     time_limit_s: float
     """The env's episode time limit in simulated seconds (the default episode timeout is a multiple of it)."""
 
-    def run(self, seed: int, with_video: bool) -> EpisodeResult: ...
+    def run(self, seed: int, with_video: bool) -> R: ...
 
 
 #: Builds a worker's runner in the worker process; must be picklable (a module-level function or a partial).
-RunnerFactory = Callable[[], EpisodeRunner]
+RunnerFactory = Callable[[], EpisodeRunner[R]]
+#: Builds a task's error result from its seed, the error kind and the reason (``EpisodeResult.errored``).
+ErrorResult = Callable[[int, str, str], R]
 
 
 def exception_reason(exc: BaseException) -> str:
@@ -51,7 +67,16 @@ def exception_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _worker_main(conn: Connection, factory: RunnerFactory) -> None:
+def run_task(runner: EpisodeRunner[R], task: Task, errored: ErrorResult[R]) -> R:
+    """Run one task in a worker; an exception is that episode's error (shared by both backends)."""
+    seed, with_video = task
+    try:
+        return runner.run(seed, with_video)
+    except Exception as exc:  # noqa: BLE001 - one episode's fault, recorded as its error
+        return errored(seed, "exception", exception_reason(exc))
+
+
+def _worker_main(conn: Connection, factory: RunnerFactory[Any], errored: ErrorResult[Any]) -> None:
     """Worker process: build the runner, then run the episodes the parent sends until it sends None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     try:
@@ -67,12 +92,7 @@ def _worker_main(conn: Connection, factory: RunnerFactory) -> None:
             return
         if task is None:
             return
-        seed, with_video = task
-        try:
-            result = runner.run(seed, with_video)
-        except Exception as exc:  # noqa: BLE001 - one episode's fault, recorded as its error
-            result = EpisodeResult.errored(seed, "exception", exception_reason(exc))
-        conn.send(("result", result))
+        conn.send(("result", run_task(runner, task, errored)))
 
 
 @dataclass
@@ -81,7 +101,7 @@ class _Worker:
     conn: Connection
     started: float
     ready: bool = False
-    task: tuple[int, bool] | None = None
+    task: Task | None = None
     deadline: float = 0.0
 
     def due(self) -> float | None:
@@ -106,26 +126,34 @@ def _death_reason(process: multiprocessing.process.BaseProcess) -> str:
     return f"worker process exited with code {code}"
 
 
-class EpisodePool:
+class EpisodePool(Generic[R]):
     """``workers`` supervised processes; ``run`` yields one result per task, in completion order.
 
     ``episode_timeout_s``: wall-clock seconds one episode may take; None gives ``timeout_factor`` times the
     env's time limit (at least ``min_timeout_s``), generous because a slow machine must not turn into errors.
+    ``retries``: how often a task lost with its worker (death, timeout) is run again before it is an error.
     """
 
-    def __init__(self, factory: RunnerFactory, workers: int, episode_timeout_s: float | None = None,
-                 timeout_factor: float = 10.0, min_timeout_s: float = 60.0):
+    def __init__(self, factory: RunnerFactory[R], workers: int, episode_timeout_s: float | None = None,
+                 timeout_factor: float = 10.0, min_timeout_s: float = 60.0,
+                 errored: ErrorResult[R] = EpisodeResult.errored, retries: int = 0):  # type: ignore[assignment]
         self.factory = factory
         self.size = max(1, workers)
         self.episode_timeout_s = episode_timeout_s
         self.timeout_factor = timeout_factor
         self.min_timeout_s = min_timeout_s
+        self.errored = errored
+        self.retries = retries
+        self.retried = 0
+        """Tasks run again after their worker was lost (a test and the recorder's summary read it)."""
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
+        self._requeued: deque[Task] = deque()
+        self._attempts: dict[Task, int] = {}
         self._startup_failures = 0
         self._timeout = 0.0  # set when the first worker reports the env's time limit
 
-    def __enter__(self) -> EpisodePool:
+    def __enter__(self) -> EpisodePool[R]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -136,14 +164,14 @@ class EpisodePool:
             return self.episode_timeout_s
         return max(self.min_timeout_s, self.timeout_factor * time_limit_s)
 
-    def run(self, tasks: Iterable[tuple[int, bool]]) -> Iterator[EpisodeResult]:
+    def run(self, tasks: Iterable[Task]) -> Iterator[R]:
         """Run ``(seed, with_video)`` tasks; every task yields exactly one result, an error if it could not run."""
         pending = deque(tasks)
-        while pending or any(w.task is not None for w in self._workers):
-            self._top_up(len(pending) + sum(w.task is not None for w in self._workers))
+        while pending or self._requeued or any(w.task is not None for w in self._workers):
+            self._top_up(len(pending) + len(self._requeued) + sum(w.task is not None for w in self._workers))
             for worker in self._workers:
-                if worker.ready and worker.task is None and pending:
-                    worker.task = pending.popleft()
+                if worker.ready and worker.task is None and (self._requeued or pending):
+                    worker.task = (self._requeued or pending).popleft()
                     worker.conn.send(worker.task)
                     worker.deadline = time.monotonic() + self._timeout
             yield from self._wait()
@@ -151,12 +179,13 @@ class EpisodePool:
     def _top_up(self, needed: int) -> None:
         while len(self._workers) < min(self.size, needed):
             parent, child = self._context.Pipe()
-            process = self._context.Process(target=_worker_main, args=(child, self.factory), daemon=True)
+            process = self._context.Process(target=_worker_main, args=(child, self.factory, self.errored),
+                                            daemon=True)
             process.start()
             child.close()
             self._workers.append(_Worker(process, parent, time.monotonic()))
 
-    def _wait(self) -> Iterator[EpisodeResult]:
+    def _wait(self) -> Iterator[R]:
         """Block until a message, a death or the nearest deadline; yield the results that came of it."""
         deadlines = [due for w in self._workers if (due := w.due()) is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -166,7 +195,7 @@ class EpisodePool:
             if result is not None:
                 yield result
 
-    def _service(self, worker: _Worker) -> EpisodeResult | None:
+    def _service(self, worker: _Worker) -> R | None:
         """Read one message from ``worker`` or notice it died or hung; replace a lost worker."""
         try:
             if worker.conn.poll():
@@ -184,8 +213,9 @@ class EpisodePool:
                   f"worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
         return self._lost(worker, "timeout", reason)
 
-    def _lost(self, worker: _Worker, kind: str, reason: str) -> EpisodeResult | None:
-        """Forget a dead or killed worker (``_top_up`` replaces it); its episode, if it had one, is an error."""
+    def _lost(self, worker: _Worker, kind: str, reason: str) -> R | None:
+        """Forget a dead or killed worker (``_top_up`` replaces it); its episode, if it had one, is run again
+        while retries are left, else it is an error."""
         worker.process.join(timeout=1.0)
         worker.conn.close()
         self._workers.remove(worker)
@@ -194,9 +224,18 @@ class EpisodePool:
             if self._startup_failures >= MAX_STARTUP_FAILURES:
                 raise ImitlabError(f"evaluation workers fail to start ({reason}, {self._startup_failures} times)")
             return None
-        return EpisodeResult.errored(worker.task[0], kind, reason) if worker.task is not None else None
+        return self.lost_task(worker.task, kind, reason) if worker.task is not None else None
 
-    def _handle(self, worker: _Worker, kind: str, payload: object) -> EpisodeResult | None:
+    def lost_task(self, task: Task, kind: str, reason: str) -> R | None:
+        """A task whose worker died or hung: queued again while it has retries left (None), else its error."""
+        self._attempts[task] = self._attempts.get(task, 0) + 1
+        if self._attempts[task] <= self.retries:
+            self._requeued.append(task)
+            self.retried += 1
+            return None
+        return self.errored(task[0], kind, reason)
+
+    def _handle(self, worker: _Worker, kind: str, payload: object) -> R | None:
         if kind == "setup_failed":
             raise ImitlabError(f"an evaluation worker could not load the agent or env: {payload}")
         if kind == "ready":
@@ -204,9 +243,9 @@ class EpisodePool:
             self._startup_failures = 0
             self._timeout = self.timeout_for(float(payload))  # type: ignore[arg-type]
             return None
-        assert kind == "result" and isinstance(payload, EpisodeResult)
+        assert kind == "result"
         worker.task = None
-        return payload
+        return payload  # type: ignore[return-value]
 
     def close(self, graceful: bool = True) -> None:
         """Stop every worker: asked politely after a clean run, killed at once after an error or interrupt."""
@@ -226,3 +265,22 @@ class EpisodePool:
                 worker.process.join()
             worker.conn.close()
         self._workers.clear()
+
+
+def open_pool(backend: str, factory: RunnerFactory[R], workers: int | None, address: str | None = None,
+              **options: Any) -> EpisodePool[R]:
+    """The episode pool of ``backend``: ``workers`` local processes (None: one per core) or Ray actors on the
+    cluster at ``address`` (None: a local Ray instance with ``workers`` CPUs; ``auto``: the running cluster;
+    ``workers`` None: one actor per CPU of the cluster). ``options`` are ``EpisodePool``'s."""
+    check_backend(backend)
+    if backend == "local":
+        return EpisodePool(factory, workers or os.cpu_count() or 1, **options)
+    from imitlab.evaluation.ray_workers import RayEpisodePool
+
+    return RayEpisodePool(factory, workers, address=address, **options)
+
+
+def check_backend(backend: str) -> None:
+    """One line for an unknown backend, before anything is built or written."""
+    if backend not in BACKENDS:
+        raise ImitlabError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

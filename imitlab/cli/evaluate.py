@@ -28,6 +28,10 @@ def evaluate_cmd(
     offline_episodes: int = typer.Option(5, min=0, help="Offline decision metrics (accuracy, recall, F1) on the "
                                          "expert's rollouts of the first N evaluation seeds (0: off)."),
     offline_demos: Optional[Path] = typer.Option(None, help="A held-out dataset for the offline metrics instead."),
+    backend: str = typer.Option("local", help="Where episodes run: `local` processes or `ray` actors (pip install "
+                                "'imitlab[ray]'); per-seed results are the same."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (`auto`: the running cluster; default: "
+                                          "start a local Ray instance)."),
 ) -> None:
     """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos.
 
@@ -49,7 +53,8 @@ def evaluate_cmd(
         offline = offline_metrics(spec, seeds[:offline_episodes], offline_demos)
     try:
         summary, paths = evaluate_to_folder(spec, seeds, out, overwrite=overwrite, videos=videos, offline=offline,
-                                            workers=workers or None, episode_timeout=episode_timeout or None)
+                                            workers=workers or None, episode_timeout=episode_timeout or None,
+                                            backend=backend, address=address)
     except EvaluationInterrupted as interrupted:
         partial = f"partial report: {out / 'report.md'}" if interrupted.summary.episodes else "no episode finished"
         typer.echo(f"imitlab: interrupted: {summary_line(interrupted.summary.to_json())}; {partial}", err=True)

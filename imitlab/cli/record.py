@@ -23,6 +23,12 @@ def record_cmd(
     teleop: bool = typer.Option(False, help="Drive yourself with the keyboard in an OpenCV window (needs a display)."),
     randomize: str = typer.Option("", help="Domain randomisation: perturbations (e.g. lighting,colours; `visual`, "
                                   "`all`) at a severity 0-5 drawn per episode from its seed."),
+    workers: int = typer.Option(1, min=0, help="Worker processes or Ray actors stepping their own env (0: one per "
+                                "core, or per CPU of the Ray cluster). Episodes do not depend on it."),
+    backend: str = typer.Option("local", help="Where episodes run: `local` processes or `ray` (pip install "
+                                "'imitlab[ray]'). This process alone writes the files."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (`auto`: the running cluster; default: "
+                                          "start a local Ray instance)."),
 ) -> None:
     """Record expert (or, with --teleop, human) demonstrations into a dataset folder."""
     from imitlab.demos.recorder import record as run_record
@@ -33,5 +39,6 @@ def record_cmd(
         summary = record_teleop(env, out, episodes, seed_start, env_kwargs)
     else:
         summary = run_record(env, out, episodes, seed_start, noise, env_kwargs,
-                             randomize=randomize.split(",") if randomize else ())
+                             randomize=randomize.split(",") if randomize else (), workers=workers or None,
+                             backend=backend, address=address)
     typer.echo(f"wrote {summary.episodes} episodes ({summary.steps} steps, {summary.successes} successful) to {summary.path}")
