@@ -172,8 +172,11 @@ class EpisodePool(Generic[R]):
             for worker in self._workers:
                 if worker.ready and worker.task is None and (self._requeued or pending):
                     worker.task = (self._requeued or pending).popleft()
-                    worker.conn.send(worker.task)
                     worker.deadline = time.monotonic() + self._timeout
+                    try:
+                        worker.conn.send(worker.task)
+                    except OSError:  # it died since the last look: _wait finds it dead and handles its task
+                        pass
             yield from self._wait()
 
     def _top_up(self, needed: int) -> None:

@@ -46,3 +46,13 @@ def tiny_bundle(tiny_run: Path) -> Path:
     out = tiny_run.parent / "bundle"
     deploy(tiny_run, 0.0, episodes=2, out=out, int8=True, workers=2, videos=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance with 2 CPUs for every Ray test (starting one takes seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
