@@ -177,36 +177,39 @@ def record(env_id: str, out: str | Path, episodes: int, seed_start: int | None =
     start = first_seed(out, episodes, seed_start)
     seeds = list(range(start, start + episodes))
     summary = RecordSummary(path=Path(out), episodes=0, steps=0, successes=0)
-    bar = tqdm(total=episodes, desc=f"record {env_id}", unit="ep", disable=not progress)
-
-    def write(writer: DemoWriter, episode: EncodedEpisode) -> None:
-        writer.append_encoded(episode.data)
-        summary.episodes += 1
-        summary.steps += episode.steps
-        summary.successes += int(episode.success)
-        bar.set_postfix(success=f"{summary.successes}/{summary.episodes}", steps=summary.steps)
-
+    runner = RecordRunner(env_id, env_kwargs, noise_std, randomize) if workers == 1 and backend == "local" else None
     try:
-        if workers == 1 and backend == "local":
-            runner = RecordRunner(env_id, env_kwargs, noise_std, randomize)
-            try:
-                writer = _open_writer(out, env_id, env_kwargs, runner.env)
-                for seed in seeds:
-                    write(writer, runner.run(seed))
-                    bar.update()
-            finally:
-                runner.close()
+        if runner is not None:
+            writer = _open_writer(out, env_id, env_kwargs, runner.env)
         else:
-            probe = make_env(env_id, **env_kwargs)
+            probe = make_env(env_id, **env_kwargs)  # the spaces for the header; the workers build their own
             try:
                 writer = _open_writer(out, env_id, env_kwargs, probe)
             finally:
                 probe.close()
-            factory = functools.partial(RecordRunner, env_id, env_kwargs, noise_std, randomize, one_thread=True)
-            _record_in_pool(open_pool(backend, factory, workers, address, errored=EncodedEpisode.errored,
-                                      retries=retries), seeds, lambda e: write(writer, e), bar, summary)
+        bar = tqdm(total=episodes, desc=f"record {env_id}", unit="ep", disable=not progress)
+
+        def write(episode: EncodedEpisode) -> None:
+            writer.append_encoded(episode.data)
+            summary.episodes += 1
+            summary.steps += episode.steps
+            summary.successes += int(episode.success)
+            bar.set_postfix(success=f"{summary.successes}/{summary.episodes}", steps=summary.steps)
+
+        try:
+            if runner is not None:
+                for seed in seeds:
+                    write(runner.run(seed))
+                    bar.update()
+            else:
+                factory = functools.partial(RecordRunner, env_id, env_kwargs, noise_std, randomize, one_thread=True)
+                _record_in_pool(open_pool(backend, factory, workers, address, errored=EncodedEpisode.errored,
+                                          retries=retries), seeds, write, bar, summary)
+        finally:
+            bar.close()
     finally:
-        bar.close()
+        if runner is not None:
+            runner.close()
     return summary
 
 
