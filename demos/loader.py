@@ -1,4 +1,4 @@
-"""Minibatches of (state, images, actions) for training, from a dataset that may not fit in memory.
+"""Minibatches of (state, images, categories, actions) for training, from a dataset that may not fit in memory.
 
 Two modes, chosen from the decoded size of the selected episodes against a memory budget:
 
@@ -34,7 +34,8 @@ import torch
 
 from imitlab.core.errors import ImitlabError
 from imitlab.core.limits import DEFAULT_BUDGET_MB
-from imitlab.core.observation_keys import image_keys
+from imitlab.core.observation_check import Category
+from imitlab.core.observation_keys import category_keys, image_keys
 from imitlab.demos.dataset import DemoDataset, env_difference, file_attrs, open_episode_file
 from imitlab.demos.edit import VALID_MASK
 from imitlab.demos.exclusions import read_exclusions
@@ -69,11 +70,12 @@ def _frame_jobs(ds: h5py.Dataset, dest: np.ndarray, path: Path) -> list[Callable
 
 class DemoBatch(NamedTuple):
     """One minibatch: ``state`` float32 (B, D), ``images`` uint8 (B, H, W, C) per camera key, ``actions``
-    float32 (B, A)."""
+    float32 (B, A), ``categories`` int64 (B,) per category key (e.g. Town-v0's route command)."""
 
     state: torch.Tensor
     images: dict[str, torch.Tensor]
     actions: torch.Tensor
+    categories: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -83,18 +85,21 @@ class _Arrays:
     state: np.ndarray
     images: dict[str, np.ndarray]
     actions: np.ndarray
+    categories: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return len(self.actions)
 
     def take(self, rows: np.ndarray) -> _Arrays:
-        return _Arrays(self.state[rows], {k: v[rows] for k, v in self.images.items()}, self.actions[rows])
+        return _Arrays(self.state[rows], {k: v[rows] for k, v in self.images.items()}, self.actions[rows],
+                       {k: v[rows] for k, v in self.categories.items()})
 
     @staticmethod
     def concat(parts: list[_Arrays]) -> _Arrays:
         return _Arrays(np.concatenate([p.state for p in parts]),
                        {k: np.concatenate([p.images[k] for p in parts]) for k in parts[0].images},
-                       np.concatenate([p.actions for p in parts]))
+                       np.concatenate([p.actions for p in parts]),
+                       {k: np.concatenate([p.categories[k] for p in parts]) for k in parts[0].categories})
 
 
 class DemoLoader:
@@ -135,10 +140,13 @@ class DemoLoader:
             raise ImitlabError(f"dataset {first.path} has no 'state' observation to train on")
         self.image_shapes = {k: tuple(obs_space[k].shape) for k in image_keys(first.observation_space)}
         self.image_keys = tuple(self.image_shapes)
+        self.categories = tuple(Category(k, int(obs_space[k].n), int(obs_space[k].start))
+                                for k in category_keys(first.observation_space))
+        """The category (``Discrete``) observations served with every row, e.g. Town-v0's route command."""
         self.state_dim = int(obs_space["state"].shape[0])
         self.action_dim = int(first.action_space.shape[0])
         self._row_bytes = (sum(int(np.prod(shape)) for shape in self.image_shapes.values())
-                           + 4 * (self.state_dim + self.action_dim))
+                           + 4 * (self.state_dim + self.action_dim) + 8 * len(self.categories))
         paths, lengths, seeds = [], [], []
         self.excluded = 0
         self.skipped_nonfinite: list[Path] = []
@@ -242,7 +250,8 @@ class DemoLoader:
         rows = sum(self.lengths[i] for i in indices)
         out = _Arrays(np.empty((rows, self.state_dim), np.float32),
                       {k: np.empty((rows, *shape), np.uint8) for k, shape in self.image_shapes.items()},
-                      np.empty((rows, self.action_dim), np.float32))
+                      np.empty((rows, self.action_dim), np.float32),
+                      {c.key: np.empty(rows, np.int64) for c in self.categories})
         jobs: list[Callable[[], None]] = []
         offset = 0
         for i in indices:
@@ -250,6 +259,8 @@ class DemoLoader:
             with open_episode_file(path) as f:
                 out.state[offset:end] = f["obs"]["state"][()]
                 out.actions[offset:end] = f["actions"][()]
+                for category in self.categories:
+                    out.categories[category.key][offset:end] = f["obs"][category.key][()]
                 for key in self.image_keys:
                     jobs += _frame_jobs(f["obs"][key], out.images[key][offset:end], path)
             offset = end
@@ -261,7 +272,8 @@ class DemoLoader:
 
     def _to_batch(self, arrays: _Arrays) -> DemoBatch:
         return DemoBatch(torch.from_numpy(arrays.state), {k: torch.from_numpy(v) for k, v in arrays.images.items()},
-                         torch.from_numpy(arrays.actions))
+                         torch.from_numpy(arrays.actions),
+                         {k: torch.from_numpy(v) for k, v in arrays.categories.items()})
 
     def _order(self, n: int) -> np.ndarray:
         return self._rng.permutation(n) if self.shuffle else np.arange(n)

@@ -80,7 +80,8 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
     seeds = list(range(seed_start, seed_start + episodes))
     staging = Path(tempfile.mkdtemp(prefix="imitlab-bundle-"))
     try:
-        probe = probe_observations(md["env_id"], md.get("env_kwargs", {}), ("state", *policy.config.image_keys))
+        probe = probe_observations(md["env_id"], md.get("env_kwargs", {}),
+                                   ("state", *policy.config.image_keys, *policy.config.category_keys))
         export_onnx(policy, staging / MODEL_FILE)
         spec = _spec(policy, md, source)
         spec["models"]["fp32"] = _file_entry(staging / MODEL_FILE)
@@ -200,10 +201,13 @@ def _spec(policy: Any, md: dict[str, Any], source: Path) -> dict[str, Any]:
         },
         "image_keys": list(config.image_keys), "image_size": size,
         "state_dim": config.state_dim, "action_dim": config.action_dim,
+        "categories": [{"key": c.key, "n": c.n, "start": c.start} for c in config.categories],
         "observation_space": md.get("observation_space"), "action_space": md.get("action_space"),
         "inputs": [{"name": "state", "dtype": "float32", "shape": ["batch", config.state_dim]}]
         + [{"name": key, "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC RGB"}
-           for key in config.image_keys],
+           for key in config.image_keys]
+        + [{"name": c.key, "dtype": "int64", "shape": ["batch"], "values": [c.start, c.start + c.n - 1],
+            "head": config.command_head} for c in config.categories],
         "outputs": [{"name": "action", "dtype": "float32", "shape": ["batch", config.action_dim], "range": [-1, 1]}],
         "normalisation": {
             "in_graph": True,
@@ -305,6 +309,8 @@ def _readme(spec: dict[str, Any], out: Path) -> str:
         f"{100 * r['success_ci95'][0]:.1f}-{100 * r['success_ci95'][1]:.1f} % | {r['mean_return']:.2f} | "
         f"{lt.get('median_ms', float('nan')):.2f} |" for name, r, lt in rows)
     keys = ", ".join(f"`{k}`" for k in spec["image_keys"])
+    categories = "".join(f", int64 (B,) `{c['key']}` ({c['start']}..{c['start'] + c['n'] - 1})"
+                         for c in spec.get("categories", []))
     return f"""# Deployment bundle
 
 Policy `{spec['source_policy']}` for `{spec['env_id']}` (env kwargs `{json.dumps(spec['env_kwargs'])}`),
@@ -321,14 +327,14 @@ Torch eager latency for reference: {lat['torch']['median_ms']:.2f} ms. Full repo
 ## Use
 
 Inputs: `state` float32 (B, {spec['state_dim']}) and uint8 (B, {spec['image_size']}, {spec['image_size']}, 3) RGB
-images {keys}; output `action` float32 (B, {spec['action_dim']}) in [-1, 1]. Normalisation is inside the graph:
+images {keys}{categories}; output `action` float32 (B, {spec['action_dim']}) in [-1, 1]. Normalisation is inside the graph:
 feed raw observations. Camera settings = the env above.
 
 In Python, with onnxruntime and numpy only (no torch):
 
     from imitlab.deploy.runtime import load_bundle
     policy = load_bundle("{out}")
-    action = policy.predict(obs)  # obs: dict with "state" and the image keys, single or batched
+    action = policy.predict(obs)  # obs: dict with "state", the image and category keys, single or batched
 
 Over HTTP (POST /act, GET /health, GET /spec), and re-validation on held-out seeds:
 

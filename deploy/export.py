@@ -24,15 +24,17 @@ INT8_MODES = ("static", "dynamic")
 
 
 def export_onnx(policy: ImagePolicy, path: Path) -> Path:
-    """Write ``policy`` as ONNX: inputs ``state`` float32 (B, D) then uint8 (B, H, W, 3) per ``config.image_keys``,
-    output ``action`` (B, A); the batch axis is dynamic. State and pixel normalisation are in the graph
+    """Write ``policy`` as ONNX: inputs ``state`` float32 (B, D), then uint8 (B, H, W, 3) per ``config.image_keys``,
+    then int64 (B,) per ``config.category_keys`` (raw values, e.g. the route command), output ``action`` (B, A);
+    the batch axis is dynamic. State and pixel normalisation and the command's branch selection are in the graph
     (``ImagePolicy.forward`` does them), so the model takes raw observations.
     """
     config = policy.config
-    names = ["state", *config.image_keys]
+    names = ["state", *config.image_keys, *config.category_keys]
     size = config.image_size
     example = (torch.zeros(2, config.state_dim),
-               *[torch.zeros(2, size, size, 3, dtype=torch.uint8) for _ in config.image_keys])
+               *[torch.zeros(2, size, size, 3, dtype=torch.uint8) for _ in config.image_keys],
+               *[torch.full((2,), start, dtype=torch.int64) for start in config.category_starts])
     was_training = policy.training
     policy.eval()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imitlab.deploy.spec import spec_categories
 from imitlab.deploy.wire import STATE_LIMIT, state_bounds
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -23,7 +24,8 @@ def error_response(description: str) -> dict[str, Any]:
 
 
 def observation_schema(spec: dict[str, Any]) -> dict[str, Any]:
-    """JSON Schema of the ``obs`` object: "state" plus one entry per camera key, all required, nothing else."""
+    """JSON Schema of the ``obs`` object: "state" plus one entry per camera key and per category key, all required,
+    nothing else."""
     size = int(spec["image_size"])
     low, high = state_bounds(spec)
     state = {
@@ -42,9 +44,13 @@ def observation_schema(spec: dict[str, Any]) -> dict[str, Any]:
     nested_image = {"type": "array", "minItems": size, "maxItems": size, "items": row,
                     "description": f"{size}x{size}x3 nested list of integers 0..255 (RGB)"}
     image = {"oneOf": [base64_image, nested_image]}
-    keys = ["state", *spec["image_keys"]]
+    categories = {c.key: {"type": "integer", "minimum": c.start, "maximum": c.start + c.n - 1,
+                          "description": f"Category input (a Discrete({c.n}) observation, e.g. a route command): "
+                                         f"an integer {c.start}..{c.start + c.n - 1}."}
+                  for c in spec_categories(spec)}
+    keys = ["state", *spec["image_keys"], *categories]
     return {"type": "object", "required": keys, "additionalProperties": False,
-            "properties": {"state": state, **{key: image for key in spec["image_keys"]}}}
+            "properties": {"state": state, **{key: image for key in spec["image_keys"]}, **categories}}
 
 
 def act_openapi(spec: dict[str, Any], model: str) -> dict[str, Any]:

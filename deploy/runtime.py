@@ -2,7 +2,8 @@
 
 This module must never import torch (a robot's computer need not have it); tests check that in a fresh
 interpreter. Normalisation (state mean/std, pixel scaling) is inside the ONNX graph, so callers pass raw
-observations exactly as the env returns them: ``state`` float32 (D,) and uint8 (H, W, 3) images.
+observations exactly as the env returns them: ``state`` float32 (D,), uint8 (H, W, 3) images and, for a policy
+conditioned on categories (e.g. a route command), each category's integer value.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import onnxruntime as ort
 
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_check import check_observation
-from imitlab.deploy.spec import read_model, read_spec
+from imitlab.deploy.spec import read_model, read_spec, spec_categories
 
 
 class OnnxPolicy:
@@ -43,9 +44,11 @@ class OnnxPolicy:
         self.image_size = int(spec["image_size"])
         self.state_dim = int(spec["state_dim"])
         self.action_dim = int(spec["action_dim"])
+        self.categories = spec_categories(spec)
+        expected = ["state", *self.image_keys, *(c.key for c in self.categories)]
         inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != ["state", *self.image_keys]:
-            raise ImitlabError(f"{model}: inputs {inputs} do not match the spec's state + {list(self.image_keys)}")
+        if inputs != expected:
+            raise ImitlabError(f"{model}: inputs {inputs} do not match the spec's {expected}")
 
     def predict(self, obs: Mapping[str, Any]) -> np.ndarray:
         """Numpy observation dict (single or batched) -> float32 actions in [-1, 1] (NaN stays NaN)."""
@@ -56,8 +59,8 @@ class OnnxPolicy:
 
     def feeds(self, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
         """Check ``obs`` and turn it into batched session inputs; also says whether it was a single observation."""
-        checked = check_observation(obs, self.image_keys, self.image_size, self.state_dim)
-        return {"state": checked.state, **checked.images}, checked.single
+        checked = check_observation(obs, self.image_keys, self.image_size, self.state_dim, self.categories)
+        return {"state": checked.state, **checked.images, **checked.categories}, checked.single
 
 
 def load_bundle(bundle: Path, model: str = "fp32", threads: int = 1) -> OnnxPolicy:

@@ -84,7 +84,8 @@ class ServerSettings:
 def default_body_limit(spec: dict[str, Any]) -> int:
     """Largest request accepted: room for every image as a nested list plus the state."""
     size = int(spec["image_size"])
-    return _BODY_SLACK + _BYTES_PER_VALUE * (size * size * 3 * len(spec["image_keys"]) + int(spec["state_dim"]))
+    return _BODY_SLACK + _BYTES_PER_VALUE * (size * size * 3 * len(spec["image_keys"]) + int(spec["state_dim"])
+                                             + len(spec.get("categories", [])))
 
 
 def create_app(bundle: Path, settings: ServerSettings | None = None) -> FastAPI:
@@ -232,7 +233,8 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 def _warm_up(policy: OnnxPolicy) -> str | None:
     """Run the model once on a neutral observation; the reason it is not ready, or None."""
     obs = {"state": np.zeros(policy.state_dim, np.float32),
-           **{k: np.full((policy.image_size, policy.image_size, 3), 128, np.uint8) for k in policy.image_keys}}
+           **{k: np.full((policy.image_size, policy.image_size, 3), 128, np.uint8) for k in policy.image_keys},
+           **{c.key: np.int64(c.start) for c in policy.categories}}
     try:
         action = policy.predict(obs)
     except Exception as error:  # any failure of the model makes the server not ready, with the reason

@@ -4,7 +4,8 @@ Layout (format ``imitlab-bundle``, version 1)::
 
     <bundle>/
       bundle.json          this spec: inputs/outputs, spaces, camera settings, normalisation, validation, versions
-      model.onnx           fp32 policy: inputs ``state`` + one uint8 image per camera key, output ``action``
+      model.onnx           fp32 policy: inputs ``state`` + one uint8 image per camera key + one int64 per category
+                           key (``categories``, e.g. the route command), output ``action``
       model.int8.onnx      optional int8 (QDQ) model, present only if it passed the same gate
       README.md            what was validated and how to run it
       validation/          the closed-loop validation report: report.json, report.md, report.html, videos/
@@ -21,6 +22,7 @@ from imitlab.core.documents import read_format_document
 from imitlab.core.errors import ImitlabError
 from imitlab.core.limits import (MAX_ACTION_DIM, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE, MAX_OBJECT_KEYS, MAX_STATE_DIM,
                                  size_problem)
+from imitlab.core.observation_check import Category
 
 FORMAT = "imitlab-bundle"
 FORMAT_VERSION = 1
@@ -81,7 +83,28 @@ def _spec_problems(spec: dict[str, Any]) -> list[str]:
                     and isinstance(entry.get("sha256"), str) and _SHA256_HEX.fullmatch(entry["sha256"])):
                 problems.append(f"models.{name} must have a file name and a sha256 hex digest")
     problems.append(_state_bounds_problem(spec))
+    problems.append(_categories_problem(spec))
     return [p for p in problems if p]
+
+
+def spec_categories(spec: dict[str, Any]) -> tuple[Category, ...]:
+    """The bundle's category inputs (``categories``: key, n, start each); none for bundles made before them."""
+    return tuple(Category(c["key"], int(c["n"]), int(c["start"])) for c in spec.get("categories", []))
+
+
+def _categories_problem(spec: dict[str, Any]) -> str | None:
+    """``categories``, when present: a list of {key, n, start}, keys unique and distinct from the other inputs."""
+    entries = spec.get("categories", [])
+    if not isinstance(entries, list) or len(entries) > MAX_OBJECT_KEYS or not all(
+            isinstance(c, dict) and set(c) == {"key", "n", "start"} and isinstance(c["key"], str) and c["key"]
+            and not size_problem("n", c["n"], MAX_STATE_DIM) and not size_problem("start", c["start"], 2**31, -2**31)
+            for c in entries):
+        return "categories must be a list of {key, n, start} with integer n >= 1 and start"
+    keys = [c["key"] for c in entries]
+    others = {"state", *spec["image_keys"]} if isinstance(spec["image_keys"], list) else {"state"}
+    if len(set(keys)) != len(keys) or set(keys) & others:
+        return "category keys must be unique and differ from 'state' and the image keys"
+    return None
 
 
 def _state_bounds_problem(spec: dict[str, Any]) -> str | None:
@@ -143,7 +166,8 @@ def read_model(bundle: Path, spec: dict[str, Any], model: str = "fp32") -> tuple
 #: Spec fields a server may show to its clients; the rest (source_policy, train_config, dataset_summary) name
 #: folders on the machine that built the bundle.
 _PUBLIC_FIELDS = ("format", "format_version", "created_utc", "env_id", "env_kwargs", "camera", "image_keys",
-                  "image_size", "state_dim", "action_dim", "observation_space", "action_space", "inputs", "outputs",
+                  "image_size", "state_dim", "action_dim", "categories", "observation_space", "action_space", "inputs",
+                  "outputs",
                   "normalisation", "policy_config", "models", "versions", "validation", "latency_ms_batch1")
 
 

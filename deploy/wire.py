@@ -3,20 +3,25 @@
 Request body::
 
     {"obs": {"state": [float, ...],                 # exactly state_dim finite numbers within the state bounds
-             "image": "<base64>" | [[[r, g, b], ...], ...]}}
+             "image": "<base64>" | [[[r, g, b], ...], ...],
+             "command": 1}}                          # one integer per category key (the bundle's "categories")
 
 Each camera key in the bundle's ``image_keys`` takes either base64 of the raw uint8 bytes of the (H, W, 3)
 RGB array in row-major order (compact: ``base64.b64encode(img.tobytes())``) or a nested H x W x 3 list of
-integers 0..255 (readable). Every key must be present and no others.
+integers 0..255 (readable). Each category key (a ``Discrete`` observation the policy is conditioned on, such as
+Town-v0's route command) takes an integer in ``start .. start + n - 1``. Every key must be present and no others.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from imitlab.deploy.spec import spec_categories
 
 #: Largest magnitude accepted for a state entry: finite in float32 (3.4028e38), with margin.
 STATE_LIMIT = 3.0e38
@@ -26,12 +31,14 @@ class WireError(ValueError):
     """A request that does not describe a valid observation; the message says what is wrong."""
 
 
-def encode_observation(obs: dict[str, np.ndarray], image_keys: list[str], base64_images: bool = True) -> dict[str, Any]:
+def encode_observation(obs: dict[str, np.ndarray], image_keys: list[str], base64_images: bool = True,
+                       category_keys: Sequence[str] = ()) -> dict[str, Any]:
     """A request body for ``obs`` (the client side of ``parse_observation``)."""
     body: dict[str, Any] = {"state": [float(v) for v in np.asarray(obs["state"], dtype=np.float32)]}
     for key in image_keys:
         image = np.ascontiguousarray(obs[key], dtype=np.uint8)
         body[key] = base64.b64encode(image.tobytes()).decode("ascii") if base64_images else image.tolist()
+    body.update({key: int(obs[key]) for key in category_keys})
     return {"obs": body}
 
 
@@ -45,13 +52,22 @@ def parse_observation(payload: Any, spec: dict[str, Any]) -> dict[str, np.ndarra
     obs = payload["obs"]
     if not isinstance(obs, dict):
         raise WireError("\"obs\" must be an object")
-    keys = ["state", *spec["image_keys"]]
+    categories = spec_categories(spec)
+    keys = ["state", *spec["image_keys"], *(c.key for c in categories)]
     if sorted(obs) != sorted(keys):
         raise WireError(f"\"obs\" must have exactly the keys {keys} (got {sorted(obs)[:8]})")
     out = {"state": _state(obs["state"], spec)}
     size = int(spec["image_size"])
     for key in spec["image_keys"]:
         out[key] = _image(key, obs[key], size)
+    for category in categories:
+        value = obs[category.key]
+        last = category.start + category.n - 1
+        # JSON Schema counts 1.0 as an integer; so does this check, to accept what the OpenAPI schema does.
+        integral = type(value) is int or (type(value) is float and value.is_integer())
+        if not integral or not category.start <= value <= last:
+            raise WireError(f"{category.key!r} must be an integer {category.start}..{last}")
+        out[category.key] = np.asarray(int(value), dtype=np.int64)
     return out
 
 

@@ -75,6 +75,12 @@ def state_labels(env_id: str, state_dim: int) -> list[str]:
     return _labels(env_id, "STATE_LABELS", state_dim, "state[{}]")
 
 
+def category_labels(env_id: str, key: str, n: int) -> list[str]:
+    """Names of the values of the category observation ``key`` (the task's ``<KEY>_NAMES``, e.g. Town-v0's
+    ``COMMAND_NAMES``), else the numbers 0 .. n-1."""
+    return _labels(env_id, f"{key.upper()}_NAMES", n, "{}")
+
+
 def _labels(env_id: str, attribute: str, dim: int, fallback: str) -> list[str]:
     """The class attribute ``attribute`` when it names all ``dim`` dimensions, else ``fallback.format(i)``."""
     labels = getattr(env_class(env_id), attribute, None)
@@ -95,5 +101,5 @@ def make_expert(env: gym.Env) -> Expert:
     return env.unwrapped.make_expert()
 
 
-__all__ = ["TASKS", "Expert", "action_labels", "env_class", "make_env", "make_expert", "state_labels",
-           "time_limit_s"]
+__all__ = ["TASKS", "Expert", "action_labels", "category_labels", "env_class", "make_env", "make_expert",
+           "state_labels", "time_limit_s"]

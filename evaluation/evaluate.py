@@ -32,7 +32,7 @@ from imitlab.envs.kwargs import check_env_kwargs
 from imitlab.envs.perturb import check_perturbable
 from imitlab.evaluation.agent_spec import POLICY, AgentSpec
 from imitlab.evaluation.provenance import policy_provenance
-from imitlab.evaluation.rollout import Agent, EpisodeResult, run_lockstep
+from imitlab.evaluation.rollout import Agent, EpisodeResult, category_cell, category_columns, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
 from imitlab.evaluation.workers import open_pool
 
@@ -331,6 +331,7 @@ def markdown_report(reports: list[dict[str, Any]], base: Path, title: str = "Clo
     row and listed with their reasons; the success rate is over the scored episodes.
     """
     metric_names = sorted({m for r in reports for m in r["metrics"]})
+    category_names = category_columns([e for r in reports for e in r["per_episode"]])
     head = "| | " + " | ".join(f"`{r['agent']}`" for r in reports) + " |"
     lines = [f"# {title}", "", f"Env: `{reports[0]['env_id']}`, seeds {reports[0]['per_episode'][0]['seed']}.."
              f"{reports[0]['per_episode'][-1]['seed']} ({reports[0]['episodes']} episodes, held out from training).",
@@ -355,13 +356,16 @@ def markdown_report(reports: list[dict[str, Any]], base: Path, title: str = "Clo
         if r.get("interrupted"):
             lines += ["", f"**Interrupted**: `{r['agent']}` ran {r['episodes']} episodes; "
                       f"{len(r['seeds_not_run'])} seeds were not run."]
+        columns = [*category_names, *metric_names]
         lines += ["", f"## `{r['agent']}` per episode", "", "| seed | outcome | return | length | "
-                  + " | ".join(metric_names) + " | video |", "|---" * (5 + len(metric_names)) + "|"]
+                  + "".join(f"{c} | " for c in columns) + "video |", "|---" * (5 + len(columns)) + "|"]
         for e in r["per_episode"]:
             video = f"[mp4]({os.path.relpath(e['video'], base)})" if e.get("video") else ""
             outcome = {"success": "yes", "failure": "no"}.get(e["outcome"], f"error: {e['error_kind']}")
+            cells = [category_cell(e, c) for c in category_names]
+            cells += [f"{e['metrics'].get(m, float('nan')):.3f}" for m in metric_names]
             lines.append(f"| {e['seed']} | {outcome} | {e['episode_return']:.1f} | {e['length']} | "
-                         + " | ".join(f"{e['metrics'].get(m, float('nan')):.3f}" for m in metric_names) + f" | {video} |")
+                         + "".join(f"{c} | " for c in cells) + f"{video} |")
         if r["errors"]:
             lines += ["", f"Errors of `{r['agent']}` (not counted as failures):", ""]
             lines += [f"- seed {e['seed']}: {e['kind']}: {e['reason']}" for e in r["error_episodes"]]

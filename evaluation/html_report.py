@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from imitlab.evaluation.offline import offline_rows
+from imitlab.evaluation.rollout import category_cell, category_columns
 
 _SUCCESS = "#2e9d46"
 _FAILURE = "#d0473a"
@@ -235,7 +236,9 @@ def _provenance(policy: dict[str, Any]) -> str:
 
 def _episode_table(episodes: list[dict[str, Any]]) -> str:
     names = sorted({m for e in episodes for m in e["metrics"]})
-    head = "".join(f"<th>{_esc(h)}</th>" for h in ["seed", "outcome", "return", "length", "steps to success", *names])
+    categories = category_columns(episodes)
+    head = "".join(f"<th>{_esc(h)}</th>" for h in ["seed", "outcome", "return", "length", "steps to success",
+                                                   *categories, *names])
     rows = []
     for e in episodes:
         outcome = '<span class="ok">success</span>' if e["success"] else (
@@ -243,6 +246,7 @@ def _episode_table(episodes: list[dict[str, Any]]) -> str:
             '<span class="bad">ended early</span>' if e["terminated"] else '<span class="bad">time limit</span>')
         cells = [str(e["seed"]), outcome, f"{e['episode_return']:.2f}", str(e["length"]),
                  "-" if e.get("time_to_success") is None else str(e["time_to_success"])]
+        cells += [_esc(category_cell(e, c)) for c in categories]
         cells += [f"{e['metrics'][m]:.3f}" if m in e["metrics"] else "-" for m in names]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

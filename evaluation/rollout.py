@@ -14,8 +14,8 @@ from typing import Any, Callable, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from imitlab.core.observation_keys import image_keys_of_frames
-from imitlab.envs import action_labels, make_expert, state_labels
+from imitlab.core.observation_keys import category_keys, image_keys_of_frames
+from imitlab.envs import action_labels, category_labels, make_expert, state_labels
 from imitlab.envs.stability import UNSTABLE_KEY, UNSTABLE_REASON_KEY
 from imitlab.evaluation.progress import RolloutBar
 from imitlab.evaluation.video import annotate_frame, outcome_card, write_mp4
@@ -86,6 +86,9 @@ class EpisodeResult:
     the episode ran past its timeout, or the simulation became unstable. Errors are never counted as failures."""
     error: str | None = None
     """What went wrong, in one line (the exception, the signal, the timeout, MuJoCo's warning)."""
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    """Per category observation (e.g. Town-v0's route ``command``), the values the agent was given, in order,
+    repeats merged, by name: ``{"command": ["follow", "left", "follow"]}``."""
 
     @property
     def outcome(self) -> str:
@@ -101,6 +104,44 @@ class EpisodeResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"outcome": self.outcome}
+
+
+def category_columns(episodes: Sequence[dict[str, Any]]) -> list[str]:
+    """The category keys of some episodes' JSON (the extra columns of a report's per-episode table)."""
+    return sorted({key for e in episodes for key in e.get("categories", {})})
+
+
+def category_cell(episode: dict[str, Any], key: str) -> str:
+    """One episode's values of category ``key`` as a report cell, e.g. ``follow > left > follow``."""
+    return " > ".join(episode.get("categories", {}).get(key, [])) or "-"
+
+
+class _CategoryNames:
+    """Names the category observations of an env (``category_labels``) and records the values an episode visits."""
+
+    def __init__(self, env: gym.Env):
+        space = env.observation_space
+        self.keys = category_keys(space) if isinstance(space, gym.spaces.Dict) else ()
+        env_id = env.spec.id if env.spec else ""
+        self.names = {k: category_labels(env_id, k, int(space[k].n)) for k in self.keys}
+        self.starts = {k: int(space[k].start) for k in self.keys}
+
+    def name(self, key: str, value: Any) -> str:
+        index = int(value) - self.starts[key]
+        names = self.names[key]
+        return names[index] if 0 <= index < len(names) else str(int(value))
+
+    def lines(self, obs: dict[str, Any]) -> list[str]:
+        """``"<key> <name>"`` per category of one observation (the video overlay's lines)."""
+        return [f"{key} {self.name(key, obs[key])}" for key in self.keys]
+
+    def visit(self, seen: dict[str, list[str]], obs: dict[str, Any]) -> None:
+        """Append each category's name to ``seen`` when it differs from the last one there."""
+        for key in self.keys:
+            name = self.name(key, obs[key])
+            values = seen.setdefault(key, [])
+            if not values or values[-1] != name:
+                values.append(name)
 
 
 def aggregate_metrics(env: gym.Env, infos: list[dict[str, Any]]) -> dict[str, float]:
@@ -123,6 +164,8 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
     assert len(envs) == len(seeds)
     agent.bind(envs)
     obs = []
+    namers = [_CategoryNames(env) for env in envs]
+    categories: list[dict[str, list[str]]] = [{} for _ in envs]
     for slot, (env, seed) in enumerate(zip(envs, seeds)):
         obs.append(env.reset(seed=int(seed))[0])
         agent.reset(slot, int(seed))
@@ -143,8 +186,10 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
         for i, slot in enumerate(list(running)):
             env = envs[slot]
             action = acts[i]
+            namers[slot].visit(categories[slot], obs[slot])
             if slot in frames:
-                frames[slot].append(_video_frame(env, obs[slot], action, seeds[slot], len(actions[slot])))
+                frames[slot].append(_video_frame(env, obs[slot], action, seeds[slot], len(actions[slot]),
+                                                 namers[slot].lines(obs[slot])))
             obs[slot], reward, terminated, truncated, info = env.step(action)
             returns[slot] += reward
             infos[slot].append(info)
@@ -180,14 +225,16 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
             time_to_success=next((i + 1 for i, info in enumerate(infos[slot]) if info.get("is_success")), None),
             error_kind="sim_unstable" if unstable else None,
             error=str(last.get(UNSTABLE_REASON_KEY, "unstable simulation")) if unstable else None,
+            categories=categories[slot],
         ))
     return results
 
 
-def _video_frame(env: gym.Env, obs: dict[str, np.ndarray], action: np.ndarray, seed: int, step: int) -> np.ndarray:
+def _video_frame(env: gym.Env, obs: dict[str, np.ndarray], action: np.ndarray, seed: int, step: int,
+                 categories: list[str]) -> np.ndarray:
     views = [obs[k] for k in image_keys_of_frames(obs)]
     labels = action_labels(env.spec.id, len(action)) if env.spec else [f"a{i}" for i in range(len(action))]
     state = obs.get("state")
     names = state_labels(env.spec.id, len(state)) if env.spec and state is not None else []
     return annotate_frame(env.render(), views, action, labels, f"seed {seed}  step {step}", state=state,
-                          state_labels=names)
+                          state_labels=names, categories=categories)

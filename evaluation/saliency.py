@@ -49,11 +49,12 @@ def last_feature_map(policy: ImagePolicy) -> nn.Module:
     raise ImitlabError(f"no Grad-CAM layer known for {type(encoder).__name__}")
 
 
-def _tensors(policy: ImagePolicy, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """A batched observation -> (state, images) tensors as ``ImagePolicy.forward`` takes them."""
-    state = torch.from_numpy(np.asarray(obs["state"], np.float32))
-    images = [torch.from_numpy(np.ascontiguousarray(obs[k])) for k in policy.config.image_keys]
-    return state, images
+def _tensors(policy: ImagePolicy,
+             obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """A batched observation -> (state, images, categories) tensors as ``ImagePolicy.forward`` takes them."""
+    _, inputs = policy.observation_tensors(obs)
+    cameras = len(policy.config.image_keys)
+    return inputs[0], inputs[1:1 + cameras], inputs[1 + cameras:]
 
 
 def _normalise(maps: np.ndarray) -> np.ndarray:
@@ -74,8 +75,8 @@ def gradcam(policy: ImagePolicy, obs: dict[str, np.ndarray]) -> dict[str, np.nda
     policy.eval()
     try:
         with torch.enable_grad():
-            state, images = _tensors(policy, obs)
-            actions = policy(state, *images)
+            state, images, categories = _tensors(policy, obs)
+            actions = policy(state, *images, *categories)
             policy.zero_grad(set_to_none=True)
             (0.5 * actions.pow(2).sum()).backward()
     finally:
@@ -94,11 +95,11 @@ def gradcam(policy: ImagePolicy, obs: dict[str, np.ndarray]) -> dict[str, np.nda
 def occlusion(policy: ImagePolicy, obs: dict[str, np.ndarray], patch: int = 0,
               stride: int = 0) -> dict[str, np.ndarray]:
     """Occlusion maps for a batch of observations (patch and stride default to 1/6 and 1/12 of the image side)."""
-    state, images = _tensors(policy, obs)
+    state, images, categories = _tensors(policy, obs)
     out = {}
     with torch.no_grad():
         policy.eval()
-        base = policy(state, *images)
+        base = policy(state, *images, *categories)
         for index, key in enumerate(policy.config.image_keys):
             side = images[index].shape[1]
             size = patch or max(2, side // 6)
@@ -114,7 +115,9 @@ def occlusion(policy: ImagePolicy, obs: dict[str, np.ndarray], patch: int = 0,
                     occluded[n, y:y + size, x:x + size] = OCCLUSION_GREY
                 batch = [im[b:b + 1].expand(len(corners), *im.shape[1:]) for im in images]
                 batch[index] = occluded
-                moved = (policy(state[b:b + 1].expand(len(corners), -1), *batch) - base[b]).norm(dim=1).numpy()
+                repeated = [c[b:b + 1].expand(len(corners)) for c in categories]
+                moved = (policy(state[b:b + 1].expand(len(corners), -1), *batch, *repeated)
+                         - base[b]).norm(dim=1).numpy()
                 for n, (y, x) in enumerate(corners):
                     maps[b, y:y + size, x:x + size] += moved[n]
             out[key] = _normalise(maps / np.maximum(cover, 1.0))

@@ -1,5 +1,5 @@
-"""Evaluation videos: the env's third-person frame, the policy's camera view, the commanded action, and a closing
-outcome card."""
+"""Evaluation videos: the env's third-person frame, the policy's camera view, the commanded action, the category
+inputs (e.g. the route command), and a closing outcome card."""
 
 from __future__ import annotations
 
@@ -30,15 +30,16 @@ SUCCESS_RGB, FAILURE_RGB = (80, 200, 80), (220, 90, 60)
 
 def annotate_frame(frame: np.ndarray, camera_views: Sequence[np.ndarray], action: np.ndarray,
                    action_labels: Sequence[str], caption: str, state: np.ndarray | None = None,
-                   state_labels: Sequence[str] = ()) -> np.ndarray:
+                   state_labels: Sequence[str] = (), categories: Sequence[str] = ()) -> np.ndarray:
     """Compose one RGB video frame: ``frame`` on the left with the caption across its top (wrapped to its width),
     and a panel on the right with the camera views, the action as signed bars (right of centre is a positive
-    command), each under its own label line, and as many ``state`` values, by name, as fit below them."""
+    command), each under its own label line, the ``categories`` lines (the category inputs by name, such as
+    "command left"), and as many ``state`` values, by name, as fit below them."""
     height = frame.shape[0]
     panel_w = max(height // 2, MIN_PANEL_W)
     panel = np.full((height, panel_w, 3), DARK[0], dtype=np.uint8)
     row_h = LINE_H + BAR_H + 4
-    y = _place_views(panel, camera_views, height - len(action) * row_h - 4) + 4
+    y = _place_views(panel, camera_views, height - len(action) * row_h - len(categories) * LINE_H - 4) + 4
     centre = panel_w // 2
     for label, value in zip(action_labels, action):
         if y + row_h > height:
@@ -51,6 +52,11 @@ def annotate_frame(frame: np.ndarray, camera_views: Sequence[np.ndarray], action
                       SUCCESS_RGB if value >= 0 else FAILURE_RGB, -1)
         cv2.line(panel, (centre, top - 1), (centre, top + BAR_H + 1), GREY, 1)
         y += row_h
+    for line in categories:
+        if y + LINE_H > height:
+            break
+        _text(panel, line, (4, y + LINE_H - 4), WHITE)
+        y += LINE_H
     if state is not None:
         for label, value in zip(state_labels, state):
             if y + LINE_H > height:

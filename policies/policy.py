@@ -1,10 +1,11 @@
-"""The behaviour-cloning policy: a shared image encoder per camera + a state-fusing MLP head -> tanh actions."""
+"""The behaviour-cloning policy: a shared image encoder per camera + a state-fusing MLP head -> tanh actions
+(conditioned on category observations, such as a route command, by ``command.py``'s head when it has any)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 from imitlab.core.errors import ImitlabError
 from imitlab.core.limits import (MAX_ACTION_DIM, MAX_HEAD_LAYERS, MAX_HEAD_WIDTH, MAX_IMAGE_KEYS, MAX_IMAGE_SIZE,
                                  MAX_KEYPOINTS, MAX_STATE_DIM, size_problem)
-from imitlab.core.observation_check import check_observation
+from imitlab.core.observation_check import Category, check_observation
+from imitlab.policies.command import COMMAND_HEADS, MAX_BRANCHES, CommandHead
 from imitlab.policies.encoders import BACKBONES, POOLINGS, make_encoder
 
 
@@ -48,12 +50,26 @@ class PolicyConfig:
     """Per-dimension state std from the demonstrations (empty -> ones, i.e. no scaling); must be > 0."""
     dropout: float = 0.0
     """Dropout probability after each hidden layer of the head."""
+    category_keys: tuple[str, ...] = ()
+    """Category observation keys (``Discrete`` spaces, e.g. Town-v0's route ``command``) the actions are conditioned
+    on, in the order ``forward`` takes them after the images; empty for a policy without any."""
+    category_sizes: tuple[int, ...] = ()
+    """Number of values of each category key (its space's ``n``)."""
+    category_starts: tuple[int, ...] = ()
+    """First value of each category key (its space's ``start``; empty -> zeros)."""
+    command_head: str = "branched"
+    """How the category keys condition the actions: ``branched`` (one head per value, selected by it: conditional
+    imitation learning's branches) or ``concat`` (the values one-hot, fed to one shared head). Unused without them."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_keys, str):
-            raise ImitlabError(f"invalid policy config: image_keys must be a list of keys, got {self.image_keys!r}")
+        for name in ("image_keys", "category_keys"):
+            if isinstance(getattr(self, name), str):
+                raise ImitlabError(f"invalid policy config: {name} must be a list of keys, got {getattr(self, name)!r}")
         self.image_keys = tuple(self.image_keys)
         self.head_hidden = tuple(self.head_hidden)
+        self.category_keys = tuple(self.category_keys)
+        self.category_sizes = tuple(self.category_sizes)
+        self.category_starts = tuple(self.category_starts) or (0,) * len(self.category_keys)
         self._check_sizes()
         if not self.state_mean:
             self.state_mean = [0.0] * self.state_dim
@@ -72,6 +88,11 @@ class PolicyConfig:
             ("number of head_hidden layers", len(self.head_hidden), MAX_HEAD_LAYERS, 0),
         )]
         problems += [size_problem("head_hidden width", w, MAX_HEAD_WIDTH) for w in self.head_hidden]
+        problems += [size_problem("category size", n, MAX_BRANCHES) for n in self.category_sizes]
+        if len(self.category_sizes) == len(self.category_keys) and not any(problems) and (
+                self.command_head == "branched" and math.prod(self.category_sizes) > MAX_BRANCHES):
+            problems.append(f"a branched head over categories of sizes {list(self.category_sizes)} has more than "
+                            f"{MAX_BRANCHES} branches")
         problems = [p for p in problems if p]
         if problems:
             raise ImitlabError("invalid policy config: " + "; ".join(problems[:3]))
@@ -96,12 +117,27 @@ class PolicyConfig:
             problems.append("state_std must be finite and > 0 (floor constant dimensions, see state_statistics)")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
+        if not len(self.category_sizes) == len(self.category_starts) == len(self.category_keys):
+            problems.append("category_sizes and category_starts must have one entry per category key")
+        if not all(isinstance(k, str) and k for k in self.category_keys) or len(set(self.category_keys)) != len(
+                self.category_keys) or set(self.category_keys) & {"state", *self.image_keys}:
+            problems.append("category_keys must be unique names other than 'state' and the image keys")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in self.category_starts):
+            problems.append("category_starts must be integers")
+        if self.command_head not in COMMAND_HEADS:
+            problems.append(f"command_head {self.command_head!r} is not one of {', '.join(COMMAND_HEADS)}")
         if problems:
             raise ImitlabError("invalid policy config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        """The category inputs with the values each takes (what an observation is checked against)."""
+        return tuple(Category(k, n, start) for k, n, start in zip(self.category_keys, self.category_sizes,
+                                                                   self.category_starts))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
@@ -135,11 +171,12 @@ def state_statistics(states: np.ndarray, min_std: float = 1e-3) -> tuple[list[fl
 
 
 class ImagePolicy(nn.Module):
-    """Maps (state, camera images) to actions in [-1, 1].
+    """Maps (state, camera images[, categories]) to actions in [-1, 1].
 
     One encoder is shared by all cameras (fewer weights, every camera trains it); the head sees the
-    concatenated per-camera features and the normalised state. `forward` takes positional tensors so
-    `torch.onnx.export(policy, (state, *images), ...)` works as is.
+    concatenated per-camera features and the normalised state, and, with category keys, is a ``CommandHead``.
+    `forward` takes positional tensors so `torch.onnx.export(policy, (state, *images, *categories), ...)` works
+    as is.
     """
 
     def __init__(self, config: PolicyConfig, *, load_pretrained: bool = True) -> None:
@@ -151,16 +188,22 @@ class ImagePolicy(nn.Module):
         # Non-persistent: the statistics live in the config, so checkpoints hold only learned weights.
         self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32), persistent=False)
-        layers: list[nn.Module] = []
         width = self.encoder.features_dim * len(config.image_keys) + config.state_dim
+        self.head: nn.Module = (CommandHead(config.command_head, width, config.category_sizes, config.category_starts,
+                                            self._mlp) if config.category_keys else self._mlp(width))
+        self._backbone_trainable = True
+
+    def _mlp(self, width: int) -> nn.Sequential:
+        """The MLP head for an input of ``width`` (also each branch of a branched command head)."""
+        config = self.config
+        layers: list[nn.Module] = []
         for hidden in config.head_hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             if config.dropout > 0:
                 layers.append(nn.Dropout(config.dropout))
             width = hidden
         layers += [nn.Linear(width, config.action_dim), nn.Tanh()]
-        self.head = nn.Sequential(*layers)
-        self._backbone_trainable = True
+        return nn.Sequential(*layers)
 
     def encode(self, images: list[Tensor]) -> Tensor:
         """uint8 images (B, H, W, 3), one per `config.image_keys` -> concatenated features (B, K * features_dim)."""
@@ -176,32 +219,45 @@ class ImagePolicy(nn.Module):
         """`frozen_features` output -> concatenated features (B, K * features_dim)."""
         return torch.cat([self.encoder.trainable_features(x) for x in frozen], dim=1)
 
-    def head_forward(self, features: Tensor, state: Tensor) -> Tensor:
-        """Image features (B, F) + raw state (B, D) -> actions (B, A) in [-1, 1]."""
+    def head_forward(self, features: Tensor, state: Tensor, categories: Sequence[Tensor] = ()) -> Tensor:
+        """Image features (B, F) + raw state (B, D) [+ raw category values (B,) int64 in `config.category_keys`
+        order] -> actions (B, A) in [-1, 1]."""
         state = (state - self.state_mean) / self.state_std
-        return self.head(torch.cat([features, state], dim=1))
+        fused = torch.cat([features, state], dim=1)
+        return self.head(fused, categories) if self.config.category_keys else self.head(fused)
 
-    def forward(self, state: Tensor, *images: Tensor) -> Tensor:
-        """state float32 (B, D), images uint8 (B, H, W, 3) in `config.image_keys` order -> actions (B, A)."""
-        return self.head_forward(self.encode(list(images)), state)
+    def forward(self, state: Tensor, *inputs: Tensor) -> Tensor:
+        """state float32 (B, D), images uint8 (B, H, W, 3) in `config.image_keys` order, then category values
+        int64 (B,) in `config.category_keys` order -> actions (B, A)."""
+        cameras = len(self.config.image_keys)
+        if len(inputs) != cameras + len(self.config.category_keys):
+            raise ValueError(f"expected {cameras} images and {len(self.config.category_keys)} category inputs "
+                             f"({self.config.image_keys} + {self.config.category_keys}), got {len(inputs)} inputs")
+        return self.head_forward(self.encode(list(inputs[:cameras])), state, inputs[cameras:])
+
+    def observation_tensors(self, obs: Mapping[str, np.ndarray]) -> tuple[bool, list[Tensor]]:
+        """A numpy observation (single or batched), checked -> whether it was single, and the positional inputs
+        of `forward` (state, images, categories) on the policy's device."""
+        config = self.config
+        checked = check_observation(obs, config.image_keys, config.image_size, config.state_dim, config.categories)
+        device = self.state_mean.device
+        arrays = [checked.state, *(checked.images[k] for k in config.image_keys),
+                  *(checked.categories[k] for k in config.category_keys)]
+        return checked.single, [torch.from_numpy(a).to(device) for a in arrays]
 
     @torch.no_grad()
     def predict(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Numpy observation dict (single or batched) -> float32 actions, (A,) or (B, A); runs in eval mode."""
-        config = self.config
-        checked = check_observation(obs, config.image_keys, config.image_size, config.state_dim)
-        device = self.state_mean.device
-        images = [torch.from_numpy(checked.images[k]).to(device) for k in config.image_keys]
-        state_t = torch.from_numpy(checked.state).to(device)
+        single, inputs = self.observation_tensors(obs)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():  # no autograd records: rollouts, DAgger and validation only read actions
-                actions = self(state_t, *images)
+                actions = self(*inputs)
         finally:
             self.train(was_training)
         out = actions.cpu().numpy()
-        return out[0] if checked.single else out
+        return out[0] if single else out
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Encoder parameters (for a lower fine-tuning learning rate)."""

@@ -30,6 +30,7 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.loader import DemoBatch, DemoLoader
 from imitlab.envs import make_env
 from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
+from imitlab.policies.command import category_fields
 from imitlab.training.augment import random_shift
 from imitlab.training.checkpoints import BestCheckpoint, load_initial_weights, validate
 from imitlab.training.config import RUN_CONFIG, TrainConfig, save_run_config
@@ -92,6 +93,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         image_keys=image_keys,
         image_size=demos.image_shapes[image_keys[0]][0], state_dim=demos.state_dim, action_dim=demos.action_dim,
         head_hidden=tuple(config.head_hidden), state_mean=state_mean, state_std=state_std,
+        **category_fields(demos.categories, config.command_head),
     ))
     if config.init_policy:
         load_initial_weights(policy, Path(config.init_policy))
@@ -120,12 +122,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def batch_loss(model: ImagePolicy, batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
         if isinstance(batch, FeatureBatch):
             assert features is not None
-            pred = model.head_forward(features.head_input(model, batch), batch.state)
+            pred = model.head_forward(features.head_input(model, batch), batch.state, batch.categories)
         else:
             imgs = [batch.images[k] for k in image_keys]
             if augment:
                 imgs = [random_shift(im, config.augment_shift, generator) for im in imgs]
-            pred = model(batch.state, *imgs)
+            pred = model(batch.state, *imgs, *(batch.categories[c.key] for c in demos.categories))
         return F.mse_loss(pred, batch.actions)
 
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs)  # ~1 s each on a busy machine: shown

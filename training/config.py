@@ -87,6 +87,11 @@ class TrainConfig:
     """MiB of decoded demos allowed in memory; ``chunked`` streams in chunks that stay within it."""
     head_hidden: tuple[int, ...] = (256, 256)
     """Hidden sizes of the fusion head."""
+    command_head: str = "branched"
+    """How a dataset's category observations (``Discrete`` keys, e.g. Town-v0's route ``command``) condition the
+    policy: ``branched`` (one head per command, the command selects its output: conditional imitation learning,
+    Codevilla et al. 2018) or ``concat`` (the command one-hot, fed to one head with the image features and
+    state). Ignored for envs without category observations."""
     ema_decay: float = 0.0
     """Validate and save an exponential moving average of the weights, with this decay per step (0: the raw
     weights). The average is steadier than the last step's weights, whose rollout success can swing by tens of
@@ -122,9 +127,10 @@ class TrainConfig:
             raise ImitlabError(f"val_fraction: must be in [0, 0.9], got {self.val_fraction!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ImitlabError(f"ema_decay: must be in [0, 1), got {self.ema_decay!r}")
-        from imitlab.policies.encoders import BACKBONES, POOLINGS  # torch: only when a config is made
+        from imitlab.policies.command import COMMAND_HEADS  # torch: only when a config is made
+        from imitlab.policies.encoders import BACKBONES, POOLINGS
 
-        for name, choices in (("backbone", BACKBONES), ("pooling", POOLINGS)):
+        for name, choices in (("backbone", BACKBONES), ("pooling", POOLINGS), ("command_head", COMMAND_HEADS)):
             if getattr(self, name) not in choices:
                 raise ImitlabError(f"{name}: must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 

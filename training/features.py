@@ -21,11 +21,12 @@ from imitlab.policies import ImagePolicy
 
 class FeatureBatch(NamedTuple):
     """A minibatch of frozen features in place of the images: the whole backbone's (one (B, F) tensor) or the
-    frozen blocks' output per camera."""
+    frozen blocks' output per camera; ``categories`` (B,) per category key of the policy, in its order."""
 
     state: torch.Tensor
     features: tuple[torch.Tensor, ...]
     actions: torch.Tensor
+    categories: tuple[torch.Tensor, ...]
 
 
 class FrozenFeatures:
@@ -36,15 +37,16 @@ class FrozenFeatures:
     def __init__(self, policy: ImagePolicy, loader: DemoLoader, whole_backbone: bool):
         """``whole_backbone``: cache the encoder's output (the head trains alone); else its frozen blocks' output."""
         self.whole_backbone = whole_backbone
-        image_keys = policy.config.image_keys
+        image_keys, category_keys = policy.config.image_keys, policy.config.category_keys
         parts = []
         with torch.no_grad():
             for batch in tqdm(loader, desc="frozen features", unit="batch", leave=False):
                 images = [batch.images[k] for k in image_keys]
                 features = (policy.encode(images),) if whole_backbone else tuple(policy.frozen_features(images))
-                parts.append((batch.state, features, batch.actions))
-        state, features, actions = zip(*parts)
-        self.data = FeatureBatch(torch.cat(state), tuple(torch.cat(f) for f in zip(*features)), torch.cat(actions))
+                parts.append((batch.state, features, batch.actions, tuple(batch.categories[k] for k in category_keys)))
+        state, features, actions, categories = zip(*parts)
+        self.data = FeatureBatch(torch.cat(state), tuple(torch.cat(f) for f in zip(*features)), torch.cat(actions),
+                                 tuple(torch.cat(c) for c in zip(*categories)))
         mib = sum(f.nbytes for f in self.data.features) / 2**20
         tqdm.write(f"frozen features: {mib:.0f} MiB for {len(self.data.actions)} frames")
         self.lengths = list(loader.lengths)
@@ -80,4 +82,5 @@ class FrozenFeatures:
 
 
 def _take(batch: FeatureBatch, rows: torch.Tensor) -> FeatureBatch:
-    return FeatureBatch(batch.state[rows], tuple(f[rows] for f in batch.features), batch.actions[rows])
+    return FeatureBatch(batch.state[rows], tuple(f[rows] for f in batch.features), batch.actions[rows],
+                        tuple(c[rows] for c in batch.categories))

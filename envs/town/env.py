@@ -74,6 +74,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
     METRICS = {"route_completion": "last", "distance": "last", **{name: "last" for name in INFRACTIONS}}
     ACTION_LABELS = ("steer", "throttle")
+    STATE_LABELS = ("speed", "yaw_rate", "steer_angle", "prev_throttle")
     COMMAND_NAMES = COMMAND_NAMES
 
     def __init__(
@@ -224,7 +225,9 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         assert self.route is not None
         infractions = sum(self.infractions.values())
         caption = f"{COMMAND_NAMES[self.route.command_at(self._s)]}  infractions {infractions}"
-        cv2.putText(frame, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        # At the bottom: evaluation videos caption the top of the frame with the seed and step.
+        cv2.putText(frame, caption, (6, frame.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
         return frame
 
     def close(self) -> None:

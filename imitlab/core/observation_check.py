@@ -1,7 +1,8 @@
 """Checking an observation against what a policy takes; shared by the torch policy and the torch-free runtime.
 
-A policy takes a float ``state`` vector (D,) and uint8 (S, S, 3) images under its image keys; a batch adds a
-leading dimension to every entry. Callers get batched, contiguous numpy arrays or one clear error.
+A policy takes a float ``state`` vector (D,), uint8 (S, S, 3) images under its image keys and, if it has any,
+one integer per category key (a ``Discrete`` observation such as Town-v0's route command, a scalar); a batch adds
+a leading dimension to every entry. Callers get batched, contiguous numpy arrays or one clear error.
 """
 
 from __future__ import annotations
@@ -24,12 +25,23 @@ class CheckedObservation(NamedTuple):
     state: np.ndarray
     images: dict[str, np.ndarray]
     single: bool
+    categories: dict[str, np.ndarray] = {}
+    """int64 (B,) per category key, in the policy's order."""
+
+
+class Category(NamedTuple):
+    """A category input: its key and the values it may take, ``start`` .. ``start + n - 1`` (a ``Discrete``)."""
+
+    key: str
+    n: int
+    start: int = 0
 
 
 def check_observation(obs: Mapping[str, Any], image_keys: Sequence[str], image_size: int,
-                      state_dim: int) -> CheckedObservation:
-    """``obs`` (single or batched) -> batched float32 state (B, D) and uint8 images (B, S, S, 3), or ObservationError."""
-    missing = [k for k in ("state", *image_keys) if k not in obs]
+                      state_dim: int, categories: Sequence[Category] = ()) -> CheckedObservation:
+    """``obs`` (single or batched) -> batched float32 state (B, D), uint8 images (B, S, S, 3) and int64 categories
+    (B,), or ObservationError."""
+    missing = [k for k in ("state", *image_keys, *(c.key for c in categories)) if k not in obs]
     if missing:
         raise ObservationError(f"observation lacks keys {missing} the policy needs (has {sorted(obs)})")
     first = np.asarray(obs[image_keys[0]])
@@ -50,4 +62,19 @@ def check_observation(obs: Mapping[str, Any], image_keys: Sequence[str], image_s
     expected_state = (state_dim,) if single else (batch, state_dim)
     if state.shape != expected_state:
         raise ObservationError(f"observation 'state' has shape {state.shape}, the policy expects {expected_state}")
-    return CheckedObservation(np.ascontiguousarray(state[None] if single else state), images, single)
+    checked = {category.key: _category(obs[category.key], category, single, batch) for category in categories}
+    return CheckedObservation(np.ascontiguousarray(state[None] if single else state), images, single, checked)
+
+
+def _category(value: Any, category: Category, single: bool, batch: int) -> np.ndarray:
+    """One category input as int64 (B,): integers (or integral floats) within the space's values."""
+    array = np.asarray(value)
+    expected = () if single else (batch,)
+    if array.shape != expected or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ObservationError(f"observation {category.key!r} is {array.dtype} {array.shape}, the policy expects "
+                               f"integers of shape {expected}")
+    values = array.astype(np.int64)
+    if not np.array_equal(values, array) or not ((values >= category.start) & (values < category.start + category.n)).all():
+        raise ObservationError(f"observation {category.key!r} must be an integer in {category.start}.."
+                               f"{category.start + category.n - 1}, got {array.ravel()[:4].tolist()}")
+    return np.ascontiguousarray(values.reshape(-1))

@@ -33,6 +33,11 @@ def image_keys(space: spaces.Dict) -> tuple[str, ...]:
     return tuple(sorted(key for key, sub in space.spaces.items() if observation_kind(sub) == "image"))
 
 
+def category_keys(space: spaces.Dict) -> tuple[str, ...]:
+    """The category keys of a dict observation space, sorted (the order a policy takes them in, after its images)."""
+    return tuple(sorted(key for key, sub in space.spaces.items() if observation_kind(sub) == "category"))
+
+
 def is_image_sequence(array: np.ndarray) -> bool:
     """Whether a stacked per-step array (an episode's ``obs/<key>``, shape (T, ...)) holds camera frames."""
     return len(array.shape) == 4 and _is_image(array.dtype, tuple(array.shape[1:]))
