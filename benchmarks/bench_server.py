@@ -144,11 +144,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or build_bundle(Path(tmp), args.size)
-        from imitlab.deploy.spec import read_spec
+        from imitlab.deploy.spec import read_spec, spec_categories
 
         spec = read_spec(bundle)
-        obs = probe_observations(spec["env_id"], spec["env_kwargs"], ("state", *spec["image_keys"]), limit=64)
-        bodies = [json.dumps(encode_observation({k: v[i] for k, v in obs.items()}, spec["image_keys"])).encode()
+        categories = [c.key for c in spec_categories(spec)]
+        obs = probe_observations(spec["env_id"], spec["env_kwargs"], ("state", *spec["image_keys"], *categories),
+                                 limit=64)
+        bodies = [json.dumps(encode_observation({k: v[i] for k, v in obs.items()}, spec["image_keys"],
+                                                category_keys=categories)).encode()
                   for i in range(len(obs["state"]))]
         port = _free_port()
         server = start_server(bundle, port, args.max_concurrency)
