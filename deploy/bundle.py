@@ -206,8 +206,8 @@ def _spec(policy: Any, md: dict[str, Any], source: Path) -> dict[str, Any]:
         "inputs": [{"name": "state", "dtype": "float32", "shape": ["batch", config.state_dim]}]
         + [{"name": key, "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC RGB"}
            for key in config.image_keys]
-        + [{"name": c.key, "dtype": "int64", "shape": ["batch"], "values": [c.start, c.start + c.n - 1],
-            "head": config.command_head} for c in config.categories],
+        + [{"name": c.key, "dtype": "int64", "shape": ["batch"], "values": [c.start, c.start + c.n - 1]}
+           for c in config.categories],
         "outputs": [{"name": "action", "dtype": "float32", "shape": ["batch", config.action_dim], "range": [-1, 1]}],
         "normalisation": {
             "in_graph": True,
@@ -327,8 +327,8 @@ Torch eager latency for reference: {lat['torch']['median_ms']:.2f} ms. Full repo
 ## Use
 
 Inputs: `state` float32 (B, {spec['state_dim']}) and uint8 (B, {spec['image_size']}, {spec['image_size']}, 3) RGB
-images {keys}{categories}; output `action` float32 (B, {spec['action_dim']}) in [-1, 1]. Normalisation is inside the graph:
-feed raw observations. Camera settings = the env above.
+images {keys}{categories}; output `action` float32 (B, {spec['action_dim']}) in [-1, 1]. Normalisation is inside
+the graph: feed raw observations. Camera settings = the env above.
 
 In Python, with onnxruntime and numpy only (no torch):
 

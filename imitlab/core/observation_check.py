@@ -70,11 +70,13 @@ def _category(value: Any, category: Category, single: bool, batch: int) -> np.nd
     """One category input as int64 (B,): integers (or integral floats) within the space's values."""
     array = np.asarray(value)
     expected = () if single else (batch,)
-    if array.shape != expected or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    if array.shape != expected or not numeric:
         raise ObservationError(f"observation {category.key!r} is {array.dtype} {array.shape}, the policy expects "
                                f"integers of shape {expected}")
     values = array.astype(np.int64)
-    if not np.array_equal(values, array) or not ((values >= category.start) & (values < category.start + category.n)).all():
+    inside = (values >= category.start) & (values < category.start + category.n)
+    if not np.array_equal(values, array) or not inside.all():
         raise ObservationError(f"observation {category.key!r} must be an integer in {category.start}.."
                                f"{category.start + category.n - 1}, got {array.ravel()[:4].tolist()}")
     return np.ascontiguousarray(values.reshape(-1))
