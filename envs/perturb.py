@@ -160,8 +160,7 @@ class Perturber:
 
     def __post_init__(self) -> None:
         self.default = parse_perturb(self.default)
-        self._pristine = {name: getattr(self.model, name).copy() for name in _MODEL_FIELDS}
-        self._headlight = (self.model.vis.headlight.ambient.copy(), self.model.vis.headlight.diffuse.copy())
+        self.rebase()
         self._rngs: dict[str, np.random.Generator] = {}
         self._distractors: list[_Distractor] = []
         self._hue = 0.0
@@ -173,11 +172,21 @@ class Perturber:
         self._kernels: dict[int, np.ndarray] = {}
         self._motion_angle = 0.0
 
-    def begin_episode(self, seed: int | None, options: Mapping[str, Any] | None = None) -> None:
-        """Restore the pristine model, then apply this episode's model-level perturbations."""
+    def rebase(self) -> None:
+        """Take the model as it is now as the unperturbed one. An env that changes its own scene between episodes
+        (Town-v0's weather) calls ``restore``, makes its change, then this."""
+        self._pristine = {name: getattr(self.model, name).copy() for name in _MODEL_FIELDS}
+        self._headlight = (self.model.vis.headlight.ambient.copy(), self.model.vis.headlight.diffuse.copy())
+
+    def restore(self) -> None:
+        """Put the unperturbed model back."""
         for name, value in self._pristine.items():
             getattr(self.model, name)[:] = value
         self.model.vis.headlight.ambient[:], self.model.vis.headlight.diffuse[:] = self._headlight
+
+    def begin_episode(self, seed: int | None, options: Mapping[str, Any] | None = None) -> None:
+        """Restore the pristine model, then apply this episode's model-level perturbations."""
+        self.restore()
         override = (options or {}).get("perturb")
         self.active = parse_perturb(override) if override is not None else dict(self.default)
         if seed is not None:

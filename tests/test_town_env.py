@@ -176,6 +176,40 @@ def test_expert_holds_a_go_on_yellow_only_while_it_reaches_the_line_before_red(e
     assert info["is_success"] and info["red_light"] == 0, info
 
 
+def test_perturbations_act_on_top_of_the_weather_and_are_undone() -> None:
+    """``perturb`` as on the other envs: same route and start, other pixels or motion; nothing carries over to
+    a clean episode, whether or not the weather changes between them."""
+    from imitlab.envs.perturb import check_perturbable
+
+    assert check_perturbable("imitlab/Town-v0", {"lighting": 2}) == {"lighting": 2}
+    kwargs = {"town": TOWN, "traffic": 2, "image_size": SIZE, "weather": "train", "grid": 3, "task": "one_turn"}
+    shifted, clean = TownEnv(**kwargs, perturb={"lighting": 4}), TownEnv(**kwargs)
+    drawn = {"lighting": 4, "colours": 4, "camera_pose": 3, "noise": 2, "delay": 3}
+    weathers = []
+    for seed, perturb in ((0, drawn), (1, None), (2, drawn), (3, None)):
+        obs, _ = shifted.reset(seed=seed, options={"perturb": perturb or {}})
+        ref, _ = clean.reset(seed=seed)
+        weathers.append(shifted._weather.name)
+        assert shifted.route.lanes == clean.route.lanes and np.array_equal(obs["state"], ref["state"])
+        if perturb:
+            assert np.abs(obs["image"].astype(int) - ref["image"]).mean() > 5
+            for _ in range(10):
+                obs, *_ = shifted.step(np.array([0.0, 0.8], np.float32))
+                ref, *_ = clean.step(np.array([0.0, 0.8], np.float32))
+            assert not np.allclose(obs["state"], ref["state"])  # the delay holds the throttle back
+        else:
+            np.testing.assert_array_equal(obs["image"], ref["image"])
+            weather = shifted._weather  # and the scene is this episode's weather, not the one before it
+            assert np.allclose(shifted.model.light_diffuse[0], weather.sun)
+            assert np.allclose(shifted.model.vis.headlight.ambient, weather.ambient)
+    assert weathers[0] == weathers[1] and weathers[2] != weathers[3], weathers  # both paths were taken
+    obs, _ = shifted.reset(seed=1)  # the constructor's perturbation applies when the options name none
+    ref, _ = clean.reset(seed=1)
+    assert np.abs(obs["image"].astype(int) - ref["image"]).mean() > 5
+    shifted.close()
+    clean.close()
+
+
 def test_time_limit_is_known_before_the_first_episode() -> None:
     town = Town.generate(TOWN)
     rng = np.random.default_rng(0)

@@ -21,10 +21,11 @@ from gymnasium import spaces
 from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import TRAINING_TOWN
 from imitlab.envs.car import CONTROL_HZ, HALF_LENGTH, STATE_HIGH, STATE_LOW, Car
+from imitlab.envs.perturb import Perturber, SceneParts
 from imitlab.envs.rendering import set_fog, sharpen_texture, upload_texture
-from imitlab.envs.road import ROAD_WIDTH
+from imitlab.envs.road import LANE_OFFSET, ROAD_WIDTH
 from imitlab.envs.stability import mark_unstable
-from imitlab.envs.town.graph import DEFAULT_GRID, JUNCTION_HALF, Town
+from imitlab.envs.town.graph import ASPHALT_HALF, DEFAULT_GRID, JUNCTION_HALF, Town
 from imitlab.envs.town.planner import (COMMAND_NAMES, Route, impossible_reason, longest_route, route_through,
                                        sample_route)
 from imitlab.envs.town.scene import build_scene
@@ -86,6 +87,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         image_size: int = 96,
         render_mode: str | None = None,
         grid: int = DEFAULT_GRID,
+        perturb: Mapping[str, int] | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise TownConfigError(f"unsupported render_mode {render_mode!r}; use 'rgb_array' or None")
@@ -105,6 +107,10 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._lamp_nodes, self._lamp_dirs = approaches[:, 0], approaches[:, 1]
         self._lamp_states: np.ndarray | None = None
         self._parked_circles = _circles(self.town.parked[:, :2], self.town.parked[:, 2])
+        self.perturber = Perturber(self.model, SceneParts(
+            cameras=(self.model.camera("driver").id,), scale=6.0,
+            surfaces=(self.scene.ground_material, *self.scene.facades), bodies=(self.model.body("car").id,),
+            place_distractors=self._distractor_sites, distractors_per_severity=4), perturb)
 
         self._renderers: list[mujoco.Renderer] = [mujoco.Renderer(self.model, image_size, image_size)]
         if render_mode == "rgb_array":
@@ -165,14 +171,17 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         else:
             self.route = route = sample_route(self.town, self.task, rng)
         weather = self.weathers[int(rng.integers(len(self.weathers)))]
-        if weather != self._weather:
+        if weather != self._weather:  # the weather is the unperturbed scene; perturbations act on top of it
+            self.perturber.restore()
             self.scene.apply_weather(weather)
+            self.perturber.rebase()
             for renderer in self._renderers:
                 upload_texture(renderer, self.model, self.scene.sky_texture)
                 renderer.scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = weather.fog is not None
                 if weather.fog is not None:
                     set_fog(renderer, *weather.fog, weather.sky_horizon)
             self._weather = weather
+        self.perturber.begin_episode(seed, options)
         xy, heading = route.road.pose(route.s_start)
         self.car.reset(xy, heading)
         self.time_s = 0.0
@@ -191,7 +200,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         assert self.route is not None, "call reset() before step()"
         route = self.route
         front_before = self._s + HALF_LENGTH
-        unstable = self.car.step(action)
+        unstable = self.car.step(self.perturber.act(np.asarray(action, dtype=np.float64).reshape(2)))
         self._steps += 1
         if unstable is not None:  # no reward, never a success: see envs/stability.py
             return self._observation(), 0.0, True, False, mark_unstable(self._info(success=False), unstable)
@@ -221,6 +230,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
             return None
         chase = self._renderers[1]
         chase.update_scene(self.data, camera="chase")
+        self.perturber.decorate(chase.scene)
         frame = chase.render()
         assert self.route is not None
         infractions = sum(self.infractions.values())
@@ -317,8 +327,22 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         camera = self._renderers[0] if self._renderers else None
         assert camera is not None, "the env is closed"
         camera.update_scene(self.data, camera="driver")
+        self.perturber.decorate(camera.scene)
         assert self.route is not None
-        return {"image": camera.render(), "state": self.car.state(), "command": self.route.command_at(self._s)}
+        image = self.perturber.observe({"image": camera.render()})["image"]
+        return {"image": image, "state": self.car.state(), "command": self.route.command_at(self._s)}
+
+    def _distractor_sites(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Pavement points beside the route, 0.5-2.5 m past the asphalt on either side, ahead of the start."""
+        assert self.route is not None
+        route = self.route
+        sites = []
+        for _ in range(count):
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            xy, _ = route.road.pose(float(rng.uniform(route.s_start + 8.0, max(route.s_goal, route.s_start + 9.0))),
+                                    side * (ASPHALT_HALF + float(rng.uniform(0.5, 2.5))) - LANE_OFFSET)
+            sites.append((xy[0], xy[1], 0.0))
+        return np.array(sites).reshape(count, 3)
 
     def _info(self, success: bool) -> dict[str, Any]:
         assert self.route is not None
