@@ -2,7 +2,9 @@
 
 Beside the full step it times, on the same states, the two costs no town logic can avoid -- the car's physics
 (one control period of ``mj_step``) and the driver-camera frame -- whose sum bounds the step rate from above,
-and LaneFollow-v0's step for reference. On a busy machine compare the ratios, not the absolute numbers.
+and LaneFollow-v0's step for reference. Times are CPU seconds of this process (the GL renderer's threads too),
+as in bench_env.py: they stay meaningful when other jobs share the cores, wall-clock rates do not. Still, on a
+busy machine compare the ratios, not the absolute numbers.
 
     python benchmarks/bench_town.py --size 96 --traffic 20 --steps 600
 """
@@ -33,27 +35,27 @@ def main() -> None:
     step_time = physics_time = render_time = 0.0
     episode = 0
     camera = town._renderers[0]
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(args.steps):
         action = expert.act(obs)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         obs, _, terminated, truncated, _ = env.step(action)
-        step_time += time.perf_counter() - t0
+        step_time += time.process_time() - t0
         # The unavoidable parts, on a copy of the same state: one control period of physics, one camera frame.
         scratch = mujoco.MjData(town.model)
         mujoco.mj_copyData(scratch, town.model, town.data)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         mujoco.mj_step(town.model, scratch, nstep=town.car.substeps)
-        physics_time += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        physics_time += time.process_time() - t0
+        t0 = time.process_time()
         camera.update_scene(town.data, camera="driver")
         camera.render()
-        render_time += time.perf_counter() - t0
+        render_time += time.process_time() - t0
         if terminated or truncated:
             episode += 1
             obs, _ = env.reset(seed=episode)
             expert.reset()
-    total = time.perf_counter() - start
+    total = time.process_time() - start
     env.close()
 
     lane = make_env("imitlab/LaneFollow-v0", image_size=args.size)
@@ -63,9 +65,9 @@ def main() -> None:
     lane_time = 0.0
     for step in range(args.steps):
         action = lane_expert.act(obs)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         obs, _, terminated, truncated, _ = lane.step(action)
-        lane_time += time.perf_counter() - t0
+        lane_time += time.process_time() - t0
         if terminated or truncated:
             obs, _ = lane.reset(seed=step)
             lane_expert.reset()
@@ -74,7 +76,8 @@ def main() -> None:
     n = args.steps
     bound = n / (physics_time + render_time)
     print(f"Town-v0 {args.size}px, {args.traffic} cars, {n} steps ({episode} resets):")
-    print(f"  env.step: {n / step_time:.0f} steps/s ({n / total:.0f} including the expert and resets)")
+    print(f"  env.step: {n / step_time:.0f} steps/s per CPU second ({n / total:.0f} including the expert, the bound's "
+          "measurement and resets)")
     print(f"  physics + camera frame alone: {bound:.0f} steps/s (physics {1e3 * physics_time / n:.2f} ms, "
           f"frame {1e3 * render_time / n:.2f} ms); env.step reaches {bound and (n / step_time) / bound:.0%} of it")
     print(f"  LaneFollow-v0 env.step, same process: {n / lane_time:.0f} steps/s "

@@ -49,6 +49,8 @@ OFF_ROUTE = 8.0
 #: Car-to-car contact: three circles of this radius along each car's axis (m).
 _CIRCLE_R = 0.95
 _CIRCLE_X = np.array([-1.3, 0.0, 1.3])
+#: Centre distance beyond which two cars cannot touch: both end circles' reach plus a margin (m).
+_CONTACT_RANGE = 2.0 * (_CIRCLE_X.max() + _CIRCLE_R) + 0.5
 _CHASE_SIZE = (240, 320)
 #: Infraction counters reported in ``info`` (each also a per-episode metric).
 INFRACTIONS = ("collision_vehicle", "collision_static", "collision_kerb", "red_light", "opposite_lane", "blocked",
@@ -189,7 +191,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._s = self._s_max = route.s_start
         self.max_steps = _time_limit_steps(route.s_goal - route.s_start)
         self.traffic.reset(rng, keep_clear=xy, path_length=self.max_steps / CONTROL_HZ * 9.0 + 80.0)
-        self._place_traffic()
+        self._place_traffic(new_episode=True)
         self._update_lamps()
         self.infractions = {name: 0 for name in INFRACTIONS}
         self._in_opposite = False
@@ -270,11 +272,11 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
             self.infractions["collision_kerb"] += 1
             failed = True
         ego = _circles(xy[None], np.array([yaw]))
-        if self.traffic.active:
-            others = _circles(*self.traffic.poses())
-            if _touching(ego, others):
-                self.infractions["collision_vehicle"] += 1
-                failed = True
+        traffic_xy, traffic_yaw = self.traffic.poses()
+        near = ((traffic_xy - xy) ** 2).sum(axis=1) < _CONTACT_RANGE**2  # only those can touch
+        if near.any() and _touching(ego, _circles(traffic_xy[near], traffic_yaw[near])):
+            self.infractions["collision_vehicle"] += 1
+            failed = True
         if len(self._parked_circles) and _touching(ego, self._parked_circles):
             self.infractions["collision_static"] += 1
             failed = True
@@ -298,18 +300,21 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
             failed = True
         return failed
 
-    def _place_traffic(self) -> None:
+    def _place_traffic(self, new_episode: bool = False) -> None:
+        """Move the traffic cars' bodies to their poses; at a new episode also paint them and park the unused."""
         n = self.traffic.active
         if n == 0:
             return
         xy, yaw = self.traffic.poses()
         mocap = self.scene.traffic_mocap[:n]
         self.data.mocap_pos[mocap, :2] = xy
-        self.data.mocap_quat[mocap] = np.stack(
-            [np.cos(yaw / 2), np.zeros(n), np.zeros(n), np.sin(yaw / 2)], axis=1)
-        self.model.geom_rgba[self.scene.traffic_geoms[:n], :3] = self.traffic.colours[:n]
-        unused = self.scene.traffic_mocap[n:]
-        self.data.mocap_pos[unused] = [0.0, 0.0, -50.0]  # parked out of sight, under the ground
+        half = yaw / 2
+        self.data.mocap_quat[mocap, 0] = np.cos(half)
+        self.data.mocap_quat[mocap, 3] = np.sin(half)
+        if new_episode:
+            self.data.mocap_quat[mocap, 1:3] = 0.0
+            self.model.geom_rgba[self.scene.traffic_geoms[:n], :3] = self.traffic.colours[:n]
+            self.data.mocap_pos[self.scene.traffic_mocap[n:]] = [0.0, 0.0, -50.0]  # out of sight, under the ground
 
     def _update_lamps(self) -> None:
         """Repaint the lamps whose light changed (a texture upload per renderer, only on a change)."""

@@ -123,13 +123,16 @@ class Traffic:
         self.heading = np.zeros((count, 1))
         self.curvature = np.zeros((count, 1))
         self.passes: list[list[JunctionPass]] = [[] for _ in range(count)]
+        # Arc lengths where each car's passes begin and end (inf past its last), and the index of its next one.
+        self._enters = np.zeros((count, 0))
+        self._exits = np.zeros((count, 0))
+        self._next = np.zeros(count, dtype=np.int64)
         self.s = np.zeros(count)
         self.speed = np.zeros(count)
         self.desired = np.zeros(count)
         self.colours = np.zeros((count, 3))
         self.active = 0
         self.time_s = 0.0
-        self._next: list[int] = []
         self._xy, self._yaw = np.zeros((0, 2)), np.zeros(0)
         self._obstacles = car_points(self._xy, self._yaw, np.zeros(0), np.zeros(0, np.int64))
 
@@ -168,9 +171,13 @@ class Traffic:
             self.curvature[i] = road.curvature[:take]
             self.passes[i] = passes
             self.s[i] = along
+        width = max((len(p) for p in self.passes[: self.active]), default=0)
+        self._enters, self._exits = np.full((self.count, width + 1), np.inf), np.full((self.count, width + 1), np.inf)
+        for i, passes in enumerate(self.passes[: self.active]):
+            self._enters[i, : len(passes)] = [p.s_enter for p in passes]
+            self._exits[i, : len(passes)] = [p.s_exit for p in passes]
         self.speed[:] = 0.0
         self.time_s = 0.0
-        self._next = [0] * self.count
         self._update_poses()
         self.desired[:] = rng.uniform(6.0, 8.5, self.count)
         self.colours[:] = rng.uniform(0.1, 0.9, (self.count, 3))
@@ -190,15 +197,12 @@ class Traffic:
         self._xy = (1 - t) * self.points[rows, i] + t * self.points[rows, i + 1]
         self._yaw = self.heading[rows, i]
         self._obstacles = car_points(self._xy, self._yaw, self.speed[:n], np.arange(n))
-        for car in range(n):  # passes are ordered along the path: skip those the car has left
-            passes, index = self.passes[car], self._next[car]
-            while index < len(passes) and passes[index].s_exit <= self.s[car] - HALF_LENGTH:
-                index += 1
-            self._next[car] = index
+        # Passes are ordered along the path and a car never backs up: the next is the first it has not left.
+        self._next = (self._exits[:n] <= (self.s[:n] - HALF_LENGTH)[:, None]).sum(axis=1)
 
     def next_pass(self, car: int) -> JunctionPass | None:
         """The junction the car is in or comes to next (None past its path's last one)."""
-        index = self._next[car]
+        index = int(self._next[car])
         return self.passes[car][index] if index < len(self.passes[car]) else None
 
     def movers(self) -> list[Mover]:
@@ -288,10 +292,9 @@ class Traffic:
         at_node: dict[int, list[Mover]] = {}
         for mover in movers:
             at_node.setdefault(mover.junction.node, []).append(mover)
-        for car in range(n):
-            junction = self.next_pass(car)
-            if junction is None or junction.s_enter - self.s[car] > DECISION_DISTANCE:
-                continue
+        next_enter = self._enters[np.arange(n), self._next]  # inf past a car's last pass
+        for car in np.nonzero(next_enter - self.s[:n] <= DECISION_DISTANCE)[0]:
+            junction = self.passes[car][self._next[car]]
             me = Mover(junction, float(self.s[car]), float(self.speed[car]))
             if self.must_stop(me, at_node[junction.node], stop_distance=me.speed**2 / (2.0 * IDM_BRAKE)):
                 line_gap = junction.s_enter - (self.s[car] + HALF_LENGTH) - 0.5
