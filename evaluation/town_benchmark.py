@@ -14,7 +14,6 @@ cells are handed out in order, so that is once per cell and worker).
 from __future__ import annotations
 
 import functools
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from imitlab.evaluation.driving_score import PENALTIES, cell_summary, episode_ro
 from imitlab.evaluation.evaluate import worker_agent
 from imitlab.evaluation.provenance import policy_provenance
 from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
-from imitlab.evaluation.workers import EpisodePool
+from imitlab.evaluation.workers import check_backend, open_pool
 
 ENV_ID = "imitlab/Town-v0"
 FORMAT = "imitlab-town-benchmark"
@@ -179,12 +178,15 @@ class BenchmarkInterrupted(KeyboardInterrupt):
 
 def run_benchmark(specs: dict[str, AgentSpec], cells: Sequence[Cell], episodes: int,
                   seed_start: int = HELD_OUT_SEED_START, workers: int | None = None,
-                  episode_timeout: float | None = None, progress: bool = True) -> dict[str, Any]:
+                  episode_timeout: float | None = None, progress: bool = True, backend: str = "local",
+                  address: str | None = None) -> dict[str, Any]:
     """Drive every agent (label -> spec; the first is the subject, the others are paired against it) through
-    ``episodes`` held-out routes of every cell. Raises ``BenchmarkInterrupted`` with the finished part on Ctrl-C."""
+    ``episodes`` held-out routes of every cell, on ``backend``'s workers (``open_pool``; results are the same).
+    Raises ``BenchmarkInterrupted`` with the finished part on Ctrl-C."""
     if not 1 <= episodes <= SEED_STRIDE:
         raise ImitlabError(f"episodes per cell must be from 1 to {SEED_STRIDE}, got {episodes}")
     seeds_of = {cell.index: cell.seeds(seed_start, episodes) for cell in cells}
+    check_backend(backend)
     check_agents(specs, cells, [s for seeds in seeds_of.values() for s in seeds])
     results: dict[tuple[str, int, int], EpisodeResult] = {}
     total = len(specs) * len(cells) * episodes
@@ -195,8 +197,8 @@ def run_benchmark(specs: dict[str, AgentSpec], cells: Sequence[Cell], episodes: 
             cell_of_seed = {seed: cell for cell in cells for seed in seeds_of[cell.index]}
             outcomes: Counter[str] = Counter()
             factory = functools.partial(_MatrixRunner, spec, kwargs_of_seed)
-            with EpisodePool(factory, min(workers or os.cpu_count() or 1, len(kwargs_of_seed)),
-                             episode_timeout) as pool:
+            size = min(workers, len(kwargs_of_seed)) if workers else None
+            with open_pool(backend, factory, size, address, episode_timeout_s=episode_timeout) as pool:
                 for result in pool.run((seed, False) for seed in kwargs_of_seed):
                     results[(label, cell_of_seed[result.seed].index, result.seed)] = result
                     outcomes[result.outcome] += 1

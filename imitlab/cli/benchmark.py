@@ -39,6 +39,9 @@ def town_cmd(
     env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable), e.g. image_size=64 "
                                       "for the expert; town, weather, task and traffic are the matrix's."),
     workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores). Results do not depend on it."),
+    backend: str = typer.Option("local", help="Where episodes run: `local` processes or `ray` actors; per-seed "
+                                "results are the same."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (`auto`: the running cluster)."),
     episode_timeout: float = typer.Option(0.0, min=0.0, help="Wall seconds per episode before it counts as an "
                                           "error (0: 10x the longest route's time limit)."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/benchmark-town, or "
@@ -78,7 +81,7 @@ def town_cmd(
     specs = {name: specs[name] for name in names}
     try:
         report = run_benchmark(specs, cells, episodes, seed_start, workers=workers or None,
-                               episode_timeout=episode_timeout or None)
+                               episode_timeout=episode_timeout or None, backend=backend, address=address)
     except BenchmarkInterrupted as interrupted:
         paths = write_benchmark_report(interrupted.report, out)
         typer.echo(f"imitlab: interrupted; partial report: {paths['html']}", err=True)
