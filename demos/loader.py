@@ -283,13 +283,26 @@ class DemoLoader:
             return self._iter_memory()
         return self._iter_chunked()
 
-    def _iter_memory(self) -> Iterator[DemoBatch]:
+    def decoded(self) -> _Arrays:
+        """Every selected episode decoded into memory, once (memory mode's cache; a data-parallel rank's shard)."""
         if self._cache is None:
             self._cache = self._read(list(range(len(self.paths))))
-        rows = self._order(self.num_samples)
+        return self._cache
+
+    def epoch_order(self) -> np.ndarray:
+        """One epoch's order of the rows (a fresh shuffle from this loader's stream when it shuffles)."""
+        return self._order(self.num_samples)
+
+    def batch_of(self, arrays: _Arrays, rows: np.ndarray) -> DemoBatch:
+        """A minibatch of ``rows`` of decoded ``arrays``."""
+        return self._to_batch(arrays.take(rows))
+
+    def _iter_memory(self) -> Iterator[DemoBatch]:
+        cache = self.decoded()
+        rows = self.epoch_order()
         stop = len(self) * self.batch_size
         for start in range(0, stop, self.batch_size):
-            yield self._to_batch(self._cache.take(rows[start:start + self.batch_size]))
+            yield self.batch_of(cache, rows[start:start + self.batch_size])
 
     def _chunks(self) -> list[list[int]]:
         chunks: list[list[int]] = [[]]

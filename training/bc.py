@@ -12,6 +12,7 @@ demos in memory when they fit the memory budget and streams them from disk in ch
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -34,6 +34,7 @@ from imitlab.policies.command import category_fields
 from imitlab.training.augment import random_shift
 from imitlab.training.checkpoints import BestCheckpoint, load_initial_weights, validate
 from imitlab.training.config import RUN_CONFIG, TrainConfig, save_run_config
+from imitlab.training.distributed import NullWriter, Ranks, init_process_group, launch, under_launcher
 from imitlab.training.features import FeatureBatch, FrozenFeatures
 from imitlab.training.guard import NonFiniteGuard
 from imitlab.training.optim import cosine_schedule, make_optimizer, weight_average
@@ -56,21 +57,30 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.freeze_backbone and config.pooling == "spatial_softmax":
         raise ImitlabError("freeze_backbone trains the head alone, and spatial_softmax's keypoint layer is new: "
                            "freeze the pretrained blocks with freeze_blocks instead")
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.nproc > 1 and not under_launcher():
+        return launch(config, config.nproc)
+    ranks = init_process_group() if under_launcher() else Ranks()
+    if ranks.active and (config.freeze_backbone or config.freeze_blocks):
+        raise ImitlabError("--nproc trains on decoded frames; frozen-feature caches (freeze_backbone, "
+                           "freeze_blocks) run in one process")
+    if config.threads or ranks.active:
+        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // ranks.world))
+    config = replace(config, progress=config.progress and ranks.is_main)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
     dataset = DemoDataset(config.dataset)
-    claim_run_dir(out, _jsonable(asdict(config)))
-    save_run_config(out / RUN_CONFIG, replace(config, resume=False, overwrite=False))  # what to train, not how
+    if ranks.is_main:
+        claim_run_dir(out, _jsonable(asdict(config)))
+        save_run_config(out / RUN_CONFIG, replace(config, resume=False, overwrite=False))  # what to train, not how
     # Every usable episode, in file order. DAgger's episodes are the expert's corrections of the policy's
     # mistakes: kept even when they failed.
     demos = DemoLoader([dataset, *map(DemoDataset, config.extra_datasets)], EVAL_BATCH, shuffle=False,
                        successful_only=config.successful_only, keep_sources=(DAGGER_SOURCE,),
                        memory_budget_mb=config.memory_budget_mb, mode=config.loader_mode, workers=config.threads)
-    tqdm.write(demos.plan)
+    if ranks.is_main:
+        tqdm.write(demos.plan)
 
     # The splits keep file order and the split's rng goes on to shuffle the minibatches: one seed, one run.
     split = demos.mask_split()  # the dataset's own train/valid masks win over val_fraction
@@ -84,8 +94,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                        "episode: no validation loss (rollouts still choose the checkpoint)")
     train_data: DemoLoader | FrozenFeatures = demos.subset(train_eps, shuffle=True, batch_size=config.batch_size,
                                                            seed=rng)
-    val_data: DemoLoader | FrozenFeatures | None = demos.subset(val_eps) if len(val_eps) else None
+    val_data: DemoLoader | FrozenFeatures | None = demos.subset(val_eps) if len(val_eps) and ranks.is_main else None
     state_mean, state_std = train_data.state_mean_std()
+    train_data = ranks.shard(train_data)
 
     image_keys = demos.image_keys
     policy = ImagePolicy(PolicyConfig(
@@ -126,15 +137,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         else:
             imgs = [batch.images[k] for k in image_keys]
             if augment:
-                imgs = [random_shift(im, config.augment_shift, generator) for im in imgs]
+                imgs = [random_shift(im, config.augment_shift, generator, **ranks.shift_rows(batch)) for im in imgs]
             pred = model(batch.state, *imgs, *(batch.categories[c.key] for c in demos.categories))
-        return F.mse_loss(pred, batch.actions)
+        return ranks.mse(pred, batch)
 
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs)  # ~1 s each on a busy machine: shown
-                for _ in tqdm(range(config.eval_episodes), desc="validation envs", leave=False,
-                              disable=not config.progress)]
+                for _ in tqdm(range(config.eval_episodes if ranks.is_main else 0), desc="validation envs",
+                              leave=False, disable=not config.progress)]
     val_seeds = list(range(VALIDATION_SEED_START, VALIDATION_SEED_START + config.eval_episodes))
-    writer = SummaryWriter(str(out / "tb"))
+    writer = SummaryWriter(str(out / "tb")) if ranks.is_main else NullWriter()
     config_json = _jsonable(asdict(config))
     metadata = {
         "env_id": dataset.env_id,
@@ -170,6 +181,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 loss = batch_loss(policy, batch, augment=True)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                ranks.reduce_gradients(policy.parameters())
+                loss = ranks.total(loss)
                 if not guard.allows_step(loss, policy.parameters(), f"epoch {epoch}, step {step + 1}"):
                     continue
                 optimizer.step()
@@ -183,7 +196,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 writer.add_scalar("loss/train", losses[-1], step)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                                 samples_s=f"{bar.format_dict['rate'] * config.batch_size:.0f}" if bar.format_dict.get("rate") else "-")
-            entry: dict[str, Any] = {"epoch": epoch, "step": step,
+            entry: dict[str, Any] = {"epoch": epoch, "step": step, "step_losses": losses,
                                      "train_loss": float(np.mean(losses)) if losses else None,
                                      "skipped_steps": guard.skipped, "seconds": time.perf_counter() - start}
             if val_data is not None:
@@ -194,7 +207,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                         for batch in tqdm(val_data, desc="validation loss", unit="batch", leave=False,
                                           disable=not config.progress)]))
                 writer.add_scalar("loss/val", entry["val_loss"], step)
-            if epoch % config.eval_every == 0 or epoch == config.epochs:
+            if ranks.is_main and (epoch % config.eval_every == 0 or epoch == config.epochs):
                 rollout_start = time.perf_counter()
                 rollout = validate(evaluated, val_envs, val_seeds, config.progress)
                 entry["rollout_seconds"] = time.perf_counter() - rollout_start
@@ -212,15 +225,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
                            + (" (new best)" if new_best else "")
                            + f"; validation {validation_seconds:.0f} s of {time.perf_counter() - start:.0f} s so far")
             log["epochs"].append(entry)
-            write_json_atomic(out / "train_log.json", log)
-            stop = bool(config.patience and best.stale >= config.patience)
-            save_checkpoint(out, state, {"epoch": epoch, "step": step, "best_score": best.score, "stale": best.stale,
-                                         "skipped_steps": guard.skipped, "finished": stop or epoch == config.epochs,
-                                         "validation_seconds": validation_seconds, "config": config_json, "log": log})
+            stop = ranks.main_says(bool(config.patience and best.stale >= config.patience))
+            if ranks.is_main:
+                write_json_atomic(out / "train_log.json", log)
+                save_checkpoint(out, state, {"epoch": epoch, "step": step, "best_score": best.score,
+                                             "stale": best.stale, "skipped_steps": guard.skipped,
+                                             "finished": stop or epoch == config.epochs,
+                                             "validation_seconds": validation_seconds, "config": config_json,
+                                             "log": log})
             if stop:
-                tqdm.write(f"early stop: no better rollout score in {config.patience} validations")
+                if ranks.is_main:
+                    tqdm.write(f"early stop: no better rollout score in {config.patience} validations")
                 break
-        save_policy(evaluated, out / "last", {**metadata, "epoch": log["epochs"][-1]["epoch"]})
+        if ranks.is_main:
+            save_policy(evaluated, out / "last", {**metadata, "epoch": log["epochs"][-1]["epoch"]})
     finally:
         writer.close()
         for env in val_envs:
@@ -228,9 +246,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     log["seconds"] = time.perf_counter() - start
     log["validation_seconds"] = validation_seconds
     log["skipped_steps"] = guard.skipped
-    tqdm.write(f"validation rollouts took {validation_seconds:.0f} s of the run's {log['seconds']:.0f} s "
-               f"({100 * validation_seconds / log['seconds']:.0f} %)")
-    write_json_atomic(out / "train_log.json", log)
+    if ranks.is_main:
+        tqdm.write(f"validation rollouts took {validation_seconds:.0f} s of the run's {log['seconds']:.0f} s "
+                   f"({100 * validation_seconds / log['seconds']:.0f} %)")
+        write_json_atomic(out / "train_log.json", log)
     return log
 
 

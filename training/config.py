@@ -100,7 +100,11 @@ class TrainConfig:
     seed: int = 0
     """Seed for the split, initialisation and minibatch order."""
     threads: int = 0
-    """torch CPU threads, and the loader's image-decoding threads (0: all cores)."""
+    """torch CPU threads, and the loader's image-decoding threads (0: all cores, shared among ``nproc``)."""
+    nproc: int = 1
+    """Data-parallel training processes on this machine (torch.distributed: gloo on CPU, NCCL on CUDA); each
+    decodes its shard of the episodes and rank 0 alone validates, checkpoints and logs. ``torchrun`` works too.
+    The same seed and global ``batch_size`` give one process's loss curve (to float tolerance)."""
     grad_clip_norm: float = 0.0
     """Scale the gradients down to this total norm when they exceed it (0: no clipping)."""
     max_nonfinite_steps: int = 10
@@ -119,7 +123,7 @@ class TrainConfig:
         """A value out of range is one line naming the knob, from a file, a flag or Python alike."""
         at_least = {"keypoints": 1, "freeze_blocks": 0, "batch_size": 1, "epochs": 1, "augment_shift": 0,
                     "eval_every": 1, "eval_episodes": 1, "patience": 0, "threads": 0, "memory_budget_mb": 0,
-                    "grad_clip_norm": 0, "max_nonfinite_steps": 1}
+                    "grad_clip_norm": 0, "max_nonfinite_steps": 1, "nproc": 1}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ImitlabError(f"{name}: must be at least {low}, got {getattr(self, name)!r}")
