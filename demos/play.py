@@ -19,7 +19,7 @@ import numpy as np
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_keys import is_image_sequence
 from imitlab.demos.dataset import DemoDataset, Episode, read_episode_file
-from imitlab.envs import action_labels, env_class, state_labels
+from imitlab.envs import CategoryNames, action_labels, env_class, state_labels
 from imitlab.evaluation.video import annotate_frame, outcome_card, write_mp4
 
 #: Height in pixels of the upscaled camera view in a stored-frames video.
@@ -73,7 +73,8 @@ def _with_outcome_card(frames: list[np.ndarray], episode: Episode, fps: float) -
     return frames + [card] * max(1, int(fps))
 
 
-def _stored_frames(name: str, episode: Episode, labels: list[str], names: list[str]) -> list[np.ndarray]:
+def _stored_frames(name: str, episode: Episode, labels: list[str], names: list[str],
+                   categories: CategoryNames) -> list[np.ndarray]:
     keys = _image_keys(episode)
     if not keys:
         raise ImitlabError(f"episode {name} has no camera images to play; use --resimulate")
@@ -82,13 +83,15 @@ def _stored_frames(name: str, episode: Episode, labels: list[str], names: list[s
     frames = []
     for t in range(len(episode)):
         big = cv2.resize(episode.obs[main][t], (PLAY_HEIGHT, PLAY_HEIGHT), interpolation=cv2.INTER_NEAREST)
+        step = {k: episode.obs[k][t] for k in categories.keys}
         frames.append(annotate_frame(big, [episode.obs[k][t] for k in others], episode.actions[t], labels,
-                                     _caption(name, episode, t), state=_state(episode, t), state_labels=names))
+                                     _caption(name, episode, t), state=_state(episode, t), state_labels=names,
+                                     categories=categories.lines(step)))
     return frames
 
 
-def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode, labels: list[str],
-                        names: list[str]) -> tuple[list[np.ndarray], int | None]:
+def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode, labels: list[str], names: list[str],
+                        categories: CategoryNames) -> tuple[list[np.ndarray], int | None]:
     from imitlab.envs import make_env
 
     env = make_env(dataset.env_id, render_mode="rgb_array", **dataset.env_kwargs)
@@ -101,7 +104,8 @@ def _resimulated_frames(dataset: DemoDataset, name: str, episode: Episode, label
             if diverged is None and any(not np.array_equal(obs[k], episode.obs[k][t]) for k in episode.obs):
                 diverged = t
             frames.append(annotate_frame(env.render(), [obs[k] for k in keys], episode.actions[t], labels,
-                                         _caption(name, episode, t), state=obs.get("state"), state_labels=names))
+                                         _caption(name, episode, t), state=obs.get("state"), state_labels=names,
+                                         categories=categories.lines(obs)))
             obs, _, terminated, truncated, _ = env.step(episode.executed_actions[t])
             if (terminated or truncated) and t < len(episode) - 1 and diverged is None:
                 diverged = t + 1
@@ -118,6 +122,7 @@ def play(dataset: DemoDataset, selectors: Sequence[str], out_dir: Path, resimula
     names = state_labels(dataset.env_id, int(state_space.shape[0])) if state_space is not None else []
     cls = env_class(dataset.env_id)
     fps = float(getattr(cls, "metadata", {}).get("render_fps", 10)) if cls is not None else 10.0
+    categories = CategoryNames(dataset.env_id, dataset.observation_space)
     results = []
     for path in resolve_episodes(dataset, selectors):
         episode = read_episode_file(path)
@@ -125,9 +130,9 @@ def play(dataset: DemoDataset, selectors: Sequence[str], out_dir: Path, resimula
         if resimulate:
             if "seed" not in episode.attrs:
                 raise ImitlabError(f"episode {path.stem} ({path}) has no seed to re-simulate")
-            frames, diverged = _resimulated_frames(dataset, path.stem, episode, labels, names)
+            frames, diverged = _resimulated_frames(dataset, path.stem, episode, labels, names, categories)
         else:
-            frames = _stored_frames(path.stem, episode, labels, names)
+            frames = _stored_frames(path.stem, episode, labels, names, categories)
         video = write_mp4(out_dir / f"{path.stem}.mp4", _with_outcome_card(frames, episode, fps), fps)
         results.append(PlayResult(episode=path.stem, video=video, frames=len(frames), diverged_at=diverged))
     return results

@@ -18,6 +18,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 from imitlab.core.errors import ImitlabError  # noqa: E402
+from imitlab.core.observation_keys import category_keys  # noqa: E402
 from imitlab.envs.kwargs import check_env_kwargs  # noqa: E402
 
 #: Task id -> entry point; every id here is registered with Gymnasium on import.
@@ -81,6 +82,33 @@ def category_labels(env_id: str, key: str, n: int) -> list[str]:
     return _labels(env_id, f"{key.upper()}_NAMES", n, "{}")
 
 
+class CategoryNames:
+    """The category observations of an env's observation space by name (``category_labels``), for video overlays
+    (``lines``) and reports (``visit``)."""
+
+    def __init__(self, env_id: str, space: gym.Space):
+        self.keys = category_keys(space) if isinstance(space, gym.spaces.Dict) else ()
+        self.names = {k: category_labels(env_id, k, int(space[k].n)) for k in self.keys}
+        self.starts = {k: int(space[k].start) for k in self.keys}
+
+    def name(self, key: str, value: Any) -> str:
+        index = int(value) - self.starts[key]
+        names = self.names[key]
+        return names[index] if 0 <= index < len(names) else str(int(value))
+
+    def lines(self, obs: dict[str, Any]) -> list[str]:
+        """``"<key> <name>"`` per category of one observation (a video overlay's lines)."""
+        return [f"{key} {self.name(key, obs[key])}" for key in self.keys]
+
+    def visit(self, seen: dict[str, list[str]], obs: dict[str, Any]) -> None:
+        """Append each category's name to ``seen`` when it differs from the last one there."""
+        for key in self.keys:
+            name = self.name(key, obs[key])
+            values = seen.setdefault(key, [])
+            if not values or values[-1] != name:
+                values.append(name)
+
+
 def _labels(env_id: str, attribute: str, dim: int, fallback: str) -> list[str]:
     """The class attribute ``attribute`` when it names all ``dim`` dimensions, else ``fallback.format(i)``."""
     labels = getattr(env_class(env_id), attribute, None)
@@ -101,5 +129,5 @@ def make_expert(env: gym.Env) -> Expert:
     return env.unwrapped.make_expert()
 
 
-__all__ = ["TASKS", "Expert", "action_labels", "category_labels", "env_class", "make_env", "make_expert",
-           "state_labels", "time_limit_s"]
+__all__ = ["TASKS", "CategoryNames", "Expert", "action_labels", "category_labels", "env_class", "make_env",
+           "make_expert", "state_labels", "time_limit_s"]

@@ -14,8 +14,8 @@ from typing import Any, Callable, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from imitlab.core.observation_keys import category_keys, image_keys_of_frames
-from imitlab.envs import action_labels, category_labels, make_expert, state_labels
+from imitlab.core.observation_keys import image_keys_of_frames
+from imitlab.envs import CategoryNames, action_labels, make_expert, state_labels
 from imitlab.envs.stability import UNSTABLE_KEY, UNSTABLE_REASON_KEY
 from imitlab.evaluation.progress import RolloutBar
 from imitlab.evaluation.video import annotate_frame, outcome_card, write_mp4
@@ -116,34 +116,6 @@ def category_cell(episode: dict[str, Any], key: str) -> str:
     return " > ".join(episode.get("categories", {}).get(key, [])) or "-"
 
 
-class _CategoryNames:
-    """Names the category observations of an env (``category_labels``) and records the values an episode visits."""
-
-    def __init__(self, env: gym.Env):
-        space = env.observation_space
-        self.keys = category_keys(space) if isinstance(space, gym.spaces.Dict) else ()
-        env_id = env.spec.id if env.spec else ""
-        self.names = {k: category_labels(env_id, k, int(space[k].n)) for k in self.keys}
-        self.starts = {k: int(space[k].start) for k in self.keys}
-
-    def name(self, key: str, value: Any) -> str:
-        index = int(value) - self.starts[key]
-        names = self.names[key]
-        return names[index] if 0 <= index < len(names) else str(int(value))
-
-    def lines(self, obs: dict[str, Any]) -> list[str]:
-        """``"<key> <name>"`` per category of one observation (the video overlay's lines)."""
-        return [f"{key} {self.name(key, obs[key])}" for key in self.keys]
-
-    def visit(self, seen: dict[str, list[str]], obs: dict[str, Any]) -> None:
-        """Append each category's name to ``seen`` when it differs from the last one there."""
-        for key in self.keys:
-            name = self.name(key, obs[key])
-            values = seen.setdefault(key, [])
-            if not values or values[-1] != name:
-                values.append(name)
-
-
 def aggregate_metrics(env: gym.Env, infos: list[dict[str, Any]]) -> dict[str, float]:
     """Reduce the per-step info metrics of one episode as the env's ``METRICS`` says."""
     spec: dict[str, str] = getattr(env.unwrapped, "METRICS", {})
@@ -164,7 +136,7 @@ def run_lockstep(envs: Sequence[gym.Env], agent: Agent, seeds: Sequence[int], vi
     assert len(envs) == len(seeds)
     agent.bind(envs)
     obs = []
-    namers = [_CategoryNames(env) for env in envs]
+    namers = [CategoryNames(env.spec.id if env.spec else "", env.observation_space) for env in envs]
     categories: list[dict[str, list[str]]] = [{} for _ in envs]
     for slot, (env, seed) in enumerate(zip(envs, seeds)):
         obs.append(env.reset(seed=int(seed))[0])

@@ -152,6 +152,26 @@ def test_a_bundle_from_before_category_inputs_still_loads(tiny_bundle, tmp_path)
     assert policy.predict(obs).shape == (2,)
 
 
+def test_category_names_label_the_command_for_videos_and_reports():
+    from gymnasium import spaces
+
+    from imitlab.envs import CategoryNames
+    from imitlab.evaluation.video import annotate_frame
+
+    space = spaces.Dict({"image": spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8), "command": spaces.Discrete(4)})
+    names = CategoryNames("imitlab/Town-v0", space)
+    assert names.lines({"command": np.int64(1)}) == ["command left"]
+    seen: dict[str, list[str]] = {}
+    for command in (0, 0, 1, 1, 0, 3):
+        names.visit(seen, {"command": command})
+    assert seen == {"command": ["follow", "left", "follow", "straight"]}
+    assert CategoryNames("imitlab/Other-v0", space).lines({"command": 2}) == ["command 2"]  # no names: the value
+    frame = np.zeros((240, 320, 3), np.uint8)
+    plain = annotate_frame(frame, [], np.zeros(2), ["steer", "throttle"], "seed 0")
+    labelled = annotate_frame(frame, [], np.zeros(2), ["steer", "throttle"], "seed 0", categories=["command left"])
+    assert plain.shape == labelled.shape and (plain != labelled).any()
+
+
 # --- Town-v0 end to end -------------------------------------------------------------------------------------------
 
 
