@@ -43,9 +43,9 @@ def expert_spec(env_id: str, env_kwargs: dict[str, Any] | None = None) -> AgentS
 
 
 def policy_spec(path: Path, label: str | None = None, env_id: str | None = None,
-                env_kwargs: dict[str, Any] | None = None) -> AgentSpec:
+                env_kwargs: dict[str, Any] | None = None, device: str = "cpu") -> AgentSpec:
     """A saved torch policy folder; ``env_id`` (if given) must be the one it was trained on, ``env_kwargs``
-    override its env's."""
+    override its env's; ``device`` (``policies/device.py``) is where each worker runs it."""
     from imitlab.policies.io import load_policy
 
     _, md = load_policy(path)  # fail here, with one line, rather than inside every worker
@@ -55,13 +55,14 @@ def policy_spec(path: Path, label: str | None = None, env_id: str | None = None,
     if env_id is not None and env_id != spec_env:
         raise ImitlabError(f"policy {path} was trained on {spec_env}, not {env_id}")
     kwargs = {**md.get("env_kwargs", {}), **(env_kwargs or {})}
-    return AgentSpec(POLICY, label or str(path), partial(_policy_agent, path), spec_env, kwargs, path,
+    return AgentSpec(POLICY, label or str(path), partial(_policy_agent, path, device), spec_env, kwargs, path,
                      list(md.get("train_seeds", [])), md)
 
 
-def _policy_agent(path: Path) -> Agent:
+def _policy_agent(path: Path, device: str = "cpu") -> Agent:
     """A saved torch policy as an agent (evaluation's workers set torch to one thread first)."""
+    from imitlab.policies.device import resolve_device
     from imitlab.policies.io import load_policy
 
     policy, _ = load_policy(path)
-    return PolicyAgent(policy.predict)
+    return PolicyAgent(policy.to(resolve_device(device)).predict)

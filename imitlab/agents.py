@@ -16,10 +16,12 @@ from imitlab.evaluation.agent_spec import EXPERT, AgentSpec, expert_spec, policy
 from imitlab.policies.io import policy_dir
 
 
-def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None) -> AgentSpec:
+def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None,
+                  device: str = "cpu") -> AgentSpec:
     """Turn ``expert``, a run/policy folder, a bundle folder or a bundle's ``.onnx`` file into an :class:`AgentSpec`.
 
-    ``env_id`` is required for the expert and checked against a policy's or bundle's; ``env_kwargs`` override theirs.
+    ``env_id`` is required for the expert and checked against a policy's or bundle's; ``env_kwargs`` override theirs;
+    ``device`` is where a torch policy runs (``auto``, ``cpu``, ``cuda``).
     """
     if agent == EXPERT:
         if env_id is None:
@@ -31,7 +33,7 @@ def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, A
             raise ImitlabError(f"bundle {bundle.path} was validated on {bundle.env_id}, not {env_id}")
         bundle.env_kwargs.update(env_kwargs or {})
         return bundle
-    return policy_spec(policy_dir(Path(agent)), str(agent), env_id, env_kwargs)
+    return policy_spec(policy_dir(Path(agent)), str(agent), env_id, env_kwargs, device)
 
 
 def resolve_pair(agent_a: str, agent_b: str, env_id: str | None = None) -> tuple[AgentSpec, AgentSpec]:

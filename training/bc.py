@@ -30,6 +30,7 @@ from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.loader import DemoBatch, DemoLoader
 from imitlab.envs import make_env
 from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
+from imitlab.policies.device import autocast, resolve_device, transfer
 from imitlab.policies.command import category_fields
 from imitlab.training.augment import random_shift
 from imitlab.training.checkpoints import BestCheckpoint, load_initial_weights, validate
@@ -59,7 +60,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                            "freeze the pretrained blocks with freeze_blocks instead")
     if config.nproc > 1 and not under_launcher():
         return launch(config, config.nproc)
-    ranks = init_process_group() if under_launcher() else Ranks()
+    device = resolve_device(config.device)
+    ranks = init_process_group(device) if under_launcher() else Ranks()
     if ranks.active and (config.freeze_backbone or config.freeze_blocks):
         raise ImitlabError("--nproc trains on decoded frames; frozen-feature caches (freeze_backbone, "
                            "freeze_blocks) run in one process")
@@ -108,6 +110,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ))
     if config.init_policy:
         load_initial_weights(policy, Path(config.init_policy))
+    policy.to(device)
     policy.encoder.freeze_blocks(config.freeze_blocks)
     if config.freeze_batchnorm:
         policy.encoder.freeze_batchnorm()
@@ -133,13 +136,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def batch_loss(model: ImagePolicy, batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
         if isinstance(batch, FeatureBatch):
             assert features is not None
-            pred = model.head_forward(features.head_input(model, batch), batch.state, batch.categories)
+            moved = FeatureBatch(*(transfer(t, device) if isinstance(t, torch.Tensor)
+                                   else tuple(transfer(x, device) for x in t) for t in batch))
+            with autocast(device):
+                pred = model.head_forward(features.head_input(model, moved), moved.state, moved.categories)
         else:
             imgs = [batch.images[k] for k in image_keys]
-            if augment:
+            if augment:  # on the CPU, in uint8, before the transfer
                 imgs = [random_shift(im, config.augment_shift, generator, **ranks.shift_rows(batch)) for im in imgs]
-            pred = model(batch.state, *imgs, *(batch.categories[c.key] for c in demos.categories))
-        return ranks.mse(pred, batch)
+            inputs = [batch.state, *imgs, *(batch.categories[c.key] for c in demos.categories)]
+            with autocast(device):
+                pred = model(*(transfer(t, device) for t in inputs))
+        return ranks.mse(pred.float(), transfer(batch.actions, device), batch)
 
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs)  # ~1 s each on a busy machine: shown
                 for _ in tqdm(range(config.eval_episodes if ranks.is_main else 0), desc="validation envs",

@@ -101,6 +101,8 @@ class TrainConfig:
     """Seed for the split, initialisation and minibatch order."""
     threads: int = 0
     """torch CPU threads, and the loader's image-decoding threads (0: all cores, shared among ``nproc``)."""
+    device: str = "auto"
+    """``cpu``, ``cuda`` (bf16 autocast, pinned non-blocking transfers) or ``auto`` (CUDA when present)."""
     nproc: int = 1
     """Data-parallel training processes on this machine (torch.distributed: gloo on CPU, NCCL on CUDA); each
     decodes its shard of the episodes and rank 0 alone validates, checkpoints and logs. ``torchrun`` works too.

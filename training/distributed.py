@@ -102,11 +102,11 @@ class Ranks:
     def shard(self, loader: DemoLoader) -> DemoLoader | ShardedLoader:
         return ShardedLoader(loader, self.rank, self.world) if self.active else loader
 
-    def mse(self, pred: torch.Tensor, batch: DemoBatch | ShardBatch | Any) -> torch.Tensor:
+    def mse(self, pred: torch.Tensor, actions: torch.Tensor, batch: DemoBatch | ShardBatch | Any) -> torch.Tensor:
         """The minibatch's mean squared error; a shard's part of the global one (summed over ranks it is that)."""
         if isinstance(batch, ShardBatch):
-            return F.mse_loss(pred, batch.actions, reduction="sum") / (batch.size * batch.actions.shape[1])
-        return F.mse_loss(pred, batch.actions)
+            return F.mse_loss(pred, actions, reduction="sum") / (batch.size * actions.shape[1])
+        return F.mse_loss(pred, actions)
 
     def shift_rows(self, batch: DemoBatch | ShardBatch | Any) -> dict[str, Any]:
         """``random_shift``'s arguments that draw a shard's offsets from the global batch's draw."""
@@ -138,7 +138,7 @@ class Ranks:
         """Rank 0's decision (e.g. stop early), the same on every rank."""
         if not self.active:
             return flag
-        value = torch.tensor([int(flag)])
+        value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.broadcast(value, src=0)
         return bool(value.item())
 
@@ -165,10 +165,10 @@ def under_launcher() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_process_group(device: str = "cpu") -> Ranks:
+def init_process_group(device: torch.device) -> Ranks:
     """Join the ranks that ``torchrun`` or :func:`launch` started (their environment names the rendezvous)."""
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return current_ranks()
 
 

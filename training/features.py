@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from imitlab.demos.loader import DemoLoader
 from imitlab.policies import ImagePolicy
+from imitlab.policies.device import transfer
 
 
 class FeatureBatch(NamedTuple):
@@ -38,10 +39,11 @@ class FrozenFeatures:
         """``whole_backbone``: cache the encoder's output (the head trains alone); else its frozen blocks' output."""
         self.whole_backbone = whole_backbone
         image_keys, category_keys = policy.config.image_keys, policy.config.category_keys
+        device = next(policy.parameters()).device  # the cache stays where it was computed (on a GPU: its memory)
         parts = []
         with torch.no_grad():
             for batch in tqdm(loader, desc="frozen features", unit="batch", leave=False):
-                images = [batch.images[k] for k in image_keys]
+                images = [transfer(batch.images[k], device) for k in image_keys]
                 features = (policy.encode(images),) if whole_backbone else tuple(policy.frozen_features(images))
                 parts.append((batch.state, features, batch.actions, tuple(batch.categories[k] for k in category_keys)))
         state, features, actions, categories = zip(*parts)

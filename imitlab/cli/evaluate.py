@@ -30,6 +30,8 @@ def evaluate_cmd(
     offline_demos: Optional[Path] = typer.Option(None, help="A held-out dataset for the offline metrics instead."),
     backend: str = typer.Option("local", help="Where episodes run: `local` processes or `ray` actors (pip install "
                                 "'imitlab[ray]'); per-seed results are the same."),
+    device: str = typer.Option("cpu", help="Where a torch policy runs in each worker: cpu, cuda or auto (CUDA when "
+                               "present). The default keeps results identical from machine to machine."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (`auto`: the running cluster; default: "
                                           "start a local Ray instance)."),
 ) -> None:
@@ -44,7 +46,7 @@ def evaluate_cmd(
     if out is None:
         out = Path(agent) / "eval" if agent != EXPERT else Path("runs") / "eval-expert"
     check_out_dir(out, overwrite)  # before loading anything
-    spec = resolve_agent(agent, env, parse_env_kwargs(env_arg, image_size))
+    spec = resolve_agent(agent, env, parse_env_kwargs(env_arg, image_size), device)
     seeds = list(range(seed_start, seed_start + episodes))
     offline = None
     if offline_episodes or offline_demos:
