@@ -160,7 +160,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         assert self.route is not None
         for junction in self.route.passes:
             if junction.s_exit > self._s - HALF_LENGTH:
-                return Mover(junction, self._s, self.car.forward_speed)
+                return Mover(junction, self._s, self.car.forward_speed, ego=True)
         return None
 
     # -- gym API ----------------------------------------------------------------------------------------------

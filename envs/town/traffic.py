@@ -98,6 +98,7 @@ class Mover:
     junction: JunctionPass
     s: float  # arc length of the car's centre on its own path
     speed: float
+    ego: bool = False  # the driven car: it follows its own yellow rule, not traffic's
 
 
 def idm_accel(speed: float | np.ndarray, desired: float | np.ndarray, gap: float | np.ndarray,
@@ -232,8 +233,9 @@ class Traffic:
                 return True
             oncoming = theirs.in_dir == (mine.in_dir + 2) % 4
             light = self.lights.state(theirs.node, theirs.in_dir, self.time_s)
-            # An oncoming car that can still stop for its yellow will (``must_stop``): no need to wait for it.
-            stops_for_yellow = light == YELLOW and to_line > other.speed**2 / (2.0 * IDM_BRAKE)
+            # An oncoming traffic car that can still stop for its yellow will (``must_stop``): no need to wait for
+            # it. The driven car may have decided otherwise (its brakes fade), so it is always waited for.
+            stops_for_yellow = not other.ego and light == YELLOW and to_line > other.speed**2 / (2.0 * IDM_BRAKE)
             if turning_left and oncoming and other.speed > 1.0 and light != RED and not stops_for_yellow:
                 if to_line < other.speed * ONCOMING_WINDOW_S + 3.0:
                     return True
