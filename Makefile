@@ -39,6 +39,7 @@ bench: setup-test
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_eval.py --episodes 20 --workers 2
 	$(PY) benchmarks/bench_latency.py
+	$(PY) benchmarks/bench_heads.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -70,36 +70,79 @@ def _frame_jobs(ds: h5py.Dataset, dest: np.ndarray, path: Path) -> list[Callable
 
 class DemoBatch(NamedTuple):
     """One minibatch: ``state`` float32 (B, D), ``images`` uint8 (B, H, W, C) per camera key, ``actions``
-    float32 (B, A), ``categories`` int64 (B,) per category key (e.g. Town-v0's route command)."""
+    float32 (B, A), ``categories`` int64 (B,) per category key (e.g. Town-v0's route command). With an action
+    horizon T > 1, ``actions`` (B, T, A) are each row's next T actions and ``action_mask`` bool (B, T) says which
+    of them lie inside the row's episode (the rest repeat its last action); with a frame history N > 1, ``images``
+    are (B, N, H, W, C): each row's last N frames, oldest first (the episode's first frame repeated before it)."""
 
     state: torch.Tensor
     images: dict[str, torch.Tensor]
     actions: torch.Tensor
     categories: dict[str, torch.Tensor]
+    action_mask: torch.Tensor | None = None
+
+
+def action_windows(actions: np.ndarray, ends: np.ndarray, rows: np.ndarray,
+                   horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``horizon`` actions from each of ``rows`` (B, horizon, A), cut at the row's episode end
+    (``ends``: per row, the index after its episode's last row) and padded with that episode's last action, and
+    the (B, horizon) mask of the steps inside the episode. Only actions are gathered; no frame is copied."""
+    steps = rows[:, None] + np.arange(horizon)
+    end = ends[rows][:, None]
+    return actions[np.minimum(steps, end - 1)], steps < end
+
+
+def frame_windows(starts: np.ndarray, rows: np.ndarray, history: int) -> np.ndarray:
+    """The indices (B, history) of each row's last ``history`` frames, oldest first, held at its episode's first
+    row (``starts``: per row, its episode's first row): indexing the frames with them gathers only the batch."""
+    return np.maximum(rows[:, None] - np.arange(history - 1, -1, -1), starts[rows][:, None])
+
+
+def episode_ends(lengths: Sequence[int]) -> np.ndarray:
+    """Per row of episodes concatenated in order, the index after its episode's last row."""
+    stops = np.cumsum(lengths)
+    return np.repeat(stops, lengths)
+
+
+def episode_starts(lengths: Sequence[int]) -> np.ndarray:
+    """Per row of episodes concatenated in order, the index of its episode's first row."""
+    return episode_ends(lengths) - np.repeat(lengths, lengths)
 
 
 @dataclass
 class _Arrays:
-    """Rows of several episodes, concatenated."""
+    """Rows of several episodes, concatenated: whole episodes (``starts`` and ``ends`` set, for cutting windows)
+    or a minibatch's rows (``mask`` set when its actions are windows)."""
 
     state: np.ndarray
     images: dict[str, np.ndarray]
     actions: np.ndarray
     categories: dict[str, np.ndarray]
+    starts: np.ndarray | None = None
+    ends: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
 
-    def take(self, rows: np.ndarray) -> _Arrays:
-        return _Arrays(self.state[rows], {k: v[rows] for k, v in self.images.items()}, self.actions[rows],
-                       {k: v[rows] for k, v in self.categories.items()})
+    def take(self, rows: np.ndarray, horizon: int = 1, history: int = 1) -> _Arrays:
+        """Some rows; from whole episodes with ``horizon`` > 1, each with its window of the next actions, with
+        ``history`` > 1 each with its last frames."""
+        actions, mask = self.actions[rows], None if self.mask is None else self.mask[rows]
+        if horizon > 1 and self.ends is not None:
+            actions, mask = action_windows(self.actions, self.ends, rows, horizon)
+        frames = rows if history == 1 or self.starts is None else frame_windows(self.starts, rows, history)
+        return _Arrays(self.state[rows], {k: v[frames] for k, v in self.images.items()}, actions,
+                       {k: v[rows] for k, v in self.categories.items()}, mask=mask)
 
     @staticmethod
     def concat(parts: list[_Arrays]) -> _Arrays:
+        masks = [p.mask for p in parts]
         return _Arrays(np.concatenate([p.state for p in parts]),
                        {k: np.concatenate([p.images[k] for p in parts]) for k in parts[0].images},
                        np.concatenate([p.actions for p in parts]),
-                       {k: np.concatenate([p.categories[k] for p in parts]) for k in parts[0].categories})
+                       {k: np.concatenate([p.categories[k] for p in parts]) for k in parts[0].categories},
+                       mask=None if masks[0] is None else np.concatenate(masks))
 
 
 class DemoLoader:
@@ -111,14 +154,16 @@ class DemoLoader:
     episodes named in a dataset's ``exclusions.json`` are always skipped (``demos/exclusions.py``);
     ``mode`` is ``"auto"`` (by ``memory_budget_mb``), ``"memory"`` or ``"chunked"``; ``workers`` threads inflate
     image chunks (0: up to 4, one per core); ``seed`` seeds the shuffling, or is a ``np.random.Generator`` used
-    as is (to continue a caller's random stream). :meth:`subset` makes train/validation loaders from one scan.
+    as is (to continue a caller's random stream); ``action_horizon`` > 1 serves each sample's next actions (an
+    action-chunking head's targets) and ``frame_history`` > 1 its last frames (see :class:`DemoBatch`).
+    :meth:`subset` makes train/validation loaders from one scan.
     """
 
     def __init__(self, datasets: DemoDataset | Sequence[DemoDataset], batch_size: int = 64, *,
                  mask: str | None = None, successful_only: bool = True, keep_sources: Sequence[str] = (),
                  memory_budget_mb: float = DEFAULT_BUDGET_MB, mode: str = "auto", shuffle: bool = True,
                  drop_last: bool = False, prefetch: int = 2, workers: int = 0,
-                 seed: int | np.random.Generator = 0):
+                 seed: int | np.random.Generator = 0, action_horizon: int = 1, frame_history: int = 1):
         if mode not in ("auto", "memory", "chunked"):
             raise ImitlabError(f"loader mode must be auto, memory or chunked, got {mode!r}")
         self.datasets = [datasets] if isinstance(datasets, DemoDataset) else list(datasets)
@@ -128,6 +173,8 @@ class DemoLoader:
             if key is not None:
                 raise ImitlabError(f"dataset {other.path} has a different {key} than {first.path}")
         self.batch_size = batch_size
+        self.action_horizon = action_horizon
+        self.frame_history = frame_history
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.prefetch = max(1, prefetch)
@@ -216,7 +263,8 @@ class DemoLoader:
                 [i for i, path in enumerate(self.paths) if path in valid])
 
     def subset(self, episodes: Sequence[int], shuffle: bool | None = None, batch_size: int | None = None,
-               seed: int | np.random.Generator | None = None) -> DemoLoader:
+               seed: int | np.random.Generator | None = None, action_horizon: int | None = None,
+               frame_history: int | None = None) -> DemoLoader:
         """A loader over some of this one's episodes (indices into :attr:`paths`, served in the order given), with
         the same settings unless overridden; e.g. a training and a validation split without scanning the files
         again. A subset keeps this loader's mode: the budget was judged on all the episodes, which the splits of
@@ -226,6 +274,8 @@ class DemoLoader:
         other = copy.copy(self)
         other.shuffle = self.shuffle if shuffle is None else shuffle
         other.batch_size = batch_size or self.batch_size
+        other.action_horizon = action_horizon or self.action_horizon
+        other.frame_history = frame_history or self.frame_history
         other.requested_mode = self.mode
         other._rng = np.random.default_rng(seed if seed is not None else int(self._rng.integers(2**63)))
         idx = [int(i) for i in episodes]
@@ -247,11 +297,13 @@ class DemoLoader:
 
     def _read(self, indices: list[int]) -> _Arrays:
         """Decode whole episodes into one preallocated block; image chunks are inflated by a thread pool."""
-        rows = sum(self.lengths[i] for i in indices)
+        lengths = [self.lengths[i] for i in indices]
+        rows = sum(lengths)
         out = _Arrays(np.empty((rows, self.state_dim), np.float32),
                       {k: np.empty((rows, *shape), np.uint8) for k, shape in self.image_shapes.items()},
                       np.empty((rows, self.action_dim), np.float32),
-                      {c.key: np.empty(rows, np.int64) for c in self.categories})
+                      {c.key: np.empty(rows, np.int64) for c in self.categories},
+                      starts=episode_starts(lengths), ends=episode_ends(lengths))
         jobs: list[Callable[[], None]] = []
         offset = 0
         for i in indices:
@@ -273,7 +325,13 @@ class DemoLoader:
     def _to_batch(self, arrays: _Arrays) -> DemoBatch:
         return DemoBatch(torch.from_numpy(arrays.state), {k: torch.from_numpy(v) for k, v in arrays.images.items()},
                          torch.from_numpy(arrays.actions),
-                         {k: torch.from_numpy(v) for k, v in arrays.categories.items()})
+                         {k: torch.from_numpy(v) for k, v in arrays.categories.items()},
+                         None if arrays.mask is None else torch.from_numpy(arrays.mask))
+
+    @property
+    def _windows(self) -> tuple[int, int]:
+        """What ``_Arrays.take`` cuts around each row: the action horizon and the frame history."""
+        return self.action_horizon, self.frame_history
 
     def _order(self, n: int) -> np.ndarray:
         return self._rng.permutation(n) if self.shuffle else np.arange(n)
@@ -295,7 +353,7 @@ class DemoLoader:
 
     def batch_of(self, arrays: _Arrays, rows: np.ndarray) -> DemoBatch:
         """A minibatch of ``rows`` of decoded ``arrays``."""
-        return self._to_batch(arrays.take(rows))
+        return self._to_batch(arrays.take(rows, *self._windows))
 
     def _iter_memory(self) -> Iterator[DemoBatch]:
         cache = self.decoded()
@@ -349,14 +407,14 @@ class DemoLoader:
                 start = 0
                 if carry is not None:
                     start = min(size - len(carry), len(rows))
-                    carry = _Arrays.concat([carry, arrays.take(rows[:start])])
+                    carry = _Arrays.concat([carry, arrays.take(rows[:start], *self._windows)])
                     if len(carry) < size:
                         continue
                     yield self._to_batch(carry)
                 full = start + (len(rows) - start) // size * size
                 for begin in range(start, full, size):
-                    yield self._to_batch(arrays.take(rows[begin:begin + size]))
-                carry = arrays.take(rows[full:]) if full < len(rows) else None
+                    yield self._to_batch(arrays.take(rows[begin:begin + size], *self._windows))
+                carry = arrays.take(rows[full:], *self._windows) if full < len(rows) else None
             if carry is not None and not self.drop_last:
                 yield self._to_batch(carry)
         finally:

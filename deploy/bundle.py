@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from imitlab.core.action_execution import HEAD_OUTPUTS
 from imitlab.core.errors import ImitlabError
+from imitlab.core.observation_keys import is_image_sequence
 from imitlab.core.permissions import apply_umask
 from imitlab.core.seeds import DEMO_SEED_START, HELD_OUT_SEED_START
 from imitlab.deploy.agent import bundle_agent_spec
@@ -81,7 +83,8 @@ def deploy(run: Path, min_success: float, episodes: int = 50, out: Path | None =
     staging = Path(tempfile.mkdtemp(prefix="imitlab-bundle-"))
     try:
         probe = probe_observations(md["env_id"], md.get("env_kwargs", {}),
-                                   ("state", *policy.config.image_keys, *policy.config.category_keys))
+                                   ("state", *policy.config.image_keys, *policy.config.category_keys),
+                                   history=policy.config.history)
         export_onnx(policy, staging / MODEL_FILE)
         spec = _spec(policy, md, source)
         spec["models"]["fp32"] = _file_entry(staging / MODEL_FILE)
@@ -129,6 +132,7 @@ def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndar
     calibration = None
     if mode == "static":
         calibration = probe_observations(spec["env_id"], spec.get("env_kwargs", {}), tuple(probe), limit=None,
+                                         history=policy.config.history,
                                          first_episode=PROBE_EPISODES, episodes=CALIBRATION_EPISODES)
     path = quantize_int8(staging / MODEL_FILE, staging / INT8_MODEL_FILE, calibration, mode)
     model = OnnxPolicy(path, spec)
@@ -167,9 +171,11 @@ def _validate_int8(staging: Path, spec: dict[str, Any], probe: dict[str, np.ndar
 
 
 def probe_observations(env_id: str, env_kwargs: dict[str, Any], keys: tuple[str, ...], limit: int | None = 256,
-                       first_episode: int = 0, episodes: int = PROBE_EPISODES) -> dict[str, np.ndarray]:
+                       first_episode: int = 0, episodes: int = PROBE_EPISODES, history: int = 1) -> dict[str, np.ndarray]:
     """Observations from expert episodes on training seeds: in-distribution inputs for calibration and checks;
-    ``limit`` frames spread evenly over them (None: every frame)."""
+    ``limit`` frames spread evenly over them (None: every frame); with a ``history`` > 1, each image with the frames
+    before it in its episode (N, H, W, 3), as a policy with that history sees them."""
+    from imitlab.demos.loader import episode_starts, frame_windows
     from imitlab.demos.recorder import collect_episode
 
     env = make_env(env_id, **env_kwargs)
@@ -182,7 +188,9 @@ def probe_observations(env_id: str, env_kwargs: dict[str, Any], keys: tuple[str,
     obs = {k: np.concatenate([e.obs[k] for e in episodes_run]) for k in keys}
     n = len(obs["state"])
     rows = np.linspace(0, n - 1, n if limit is None else min(limit, n)).astype(int)
-    return {k: np.ascontiguousarray(v[rows]) for k, v in obs.items()}
+    frames = frame_windows(episode_starts([len(e.obs["state"]) for e in episodes_run]), rows, history)
+    return {k: np.ascontiguousarray(v[frames] if history > 1 and is_image_sequence(v) else v[rows])
+            for k, v in obs.items()}
 
 
 def _spec(policy: Any, md: dict[str, Any], source: Path) -> dict[str, Any]:
@@ -204,11 +212,12 @@ def _spec(policy: Any, md: dict[str, Any], source: Path) -> dict[str, Any]:
         "categories": [{"key": c.key, "n": c.n, "start": c.start} for c in config.categories],
         "observation_space": md.get("observation_space"), "action_space": md.get("action_space"),
         "inputs": [{"name": "state", "dtype": "float32", "shape": ["batch", config.state_dim]}]
-        + [{"name": key, "dtype": "uint8", "shape": ["batch", size, size, 3], "layout": "NHWC RGB"}
+        + [{"name": key, "dtype": "uint8", "shape": ["batch", *_frames(config), size, size, 3],
+            "layout": "NHWC RGB" if config.history == 1 else "N frames (oldest first) of NHWC RGB"}
            for key in config.image_keys]
         + [{"name": c.key, "dtype": "int64", "shape": ["batch"], "values": [c.start, c.start + c.n - 1]}
            for c in config.categories],
-        "outputs": [{"name": "action", "dtype": "float32", "shape": ["batch", config.action_dim], "range": [-1, 1]}],
+        "outputs": _outputs(config),
         "normalisation": {
             "in_graph": True,
             "note": "ImagePolicy.forward normalises inside the ONNX graph: feed raw env observations",
@@ -223,6 +232,24 @@ def _spec(policy: Any, md: dict[str, Any], source: Path) -> dict[str, Any]:
         "models": {},
         "versions": _versions(),
     }
+
+
+def _frames(config: Any) -> list[int]:
+    """The frame axis of the image inputs: none for a single frame, N for a history of N."""
+    return [config.history] if config.history > 1 else []
+
+
+def _outputs(config: Any) -> list[dict[str, Any]]:
+    """The model's outputs: ``action`` first, then the rest of its head's (``HEAD_OUTPUTS``)."""
+    a, k, h = config.action_dim, config.gmm_modes, config.chunk_size
+    described: dict[str, dict[str, Any]] = {
+        "action": {"shape": ["batch", a], "range": [-1, 1], "meaning": "the action now, without episode state"},
+        "gmm_logits": {"shape": ["batch", k], "meaning": "mixture weights (logits) of the modes"},
+        "gmm_means": {"shape": ["batch", k, a], "range": [-1, 1], "meaning": "each mode's mean action"},
+        "gmm_stds": {"shape": ["batch", k, a], "meaning": "each mode's standard deviation"},
+        "action_chunk": {"shape": ["batch", h, a], "range": [-1, 1], "meaning": "the next H actions"},
+    }
+    return [{"name": name, "dtype": "float32", **described[name]} for name in HEAD_OUTPUTS[config.head]]
 
 
 def _versions() -> dict[str, str]:

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import torch
 
+from imitlab.core.action_execution import HEAD_OUTPUTS
 from imitlab.core.errors import ImitlabError
 from imitlab.deploy.runtime import OnnxPolicy
 from imitlab.policies import ImagePolicy
@@ -23,17 +24,34 @@ OPSET = 17
 INT8_MODES = ("static", "dynamic")
 
 
+class _AllOutputs(torch.nn.Module):
+    """The policy with every output of its head as a tuple, in ``HEAD_OUTPUTS`` order (what the graph returns)."""
+
+    def __init__(self, policy: ImagePolicy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.names = HEAD_OUTPUTS[policy.config.head]
+
+    def forward(self, state: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.policy.outputs(state, *inputs)
+        return tuple(outputs[name] for name in self.names)
+
+
 def export_onnx(policy: ImagePolicy, path: Path) -> Path:
-    """Write ``policy`` as ONNX: inputs ``state`` float32 (B, D), then uint8 (B, H, W, 3) per ``config.image_keys``,
-    then int64 (B,) per ``config.category_keys`` (raw values, e.g. the route command), output ``action`` (B, A);
-    the batch axis is dynamic. State and pixel normalisation and the command's branch selection are in the graph
-    (``ImagePolicy.forward`` does them), so the model takes raw observations.
+    """Write ``policy`` as ONNX: inputs ``state`` float32 (B, D), then uint8 (B, H, W, 3) per ``config.image_keys``
+    ((B, N, H, W, 3) with a history of N frames), then int64 (B,) per ``config.category_keys`` (raw values, e.g.
+    the route command); outputs ``action`` (B, A) and the rest of the head's (``HEAD_OUTPUTS``: a gmm head's
+    mixture, a chunk head's ``action_chunk`` (B, H, A)); the batch axis is dynamic. State and pixel normalisation
+    and the command's branch selection are in the graph (``ImagePolicy.outputs`` does them), so the model takes
+    raw observations.
     """
     config = policy.config
     names = ["state", *config.image_keys, *config.category_keys]
+    outputs = list(HEAD_OUTPUTS[config.head])
     size = config.image_size
+    frames = (config.history,) if config.history > 1 else ()
     example = (torch.zeros(2, config.state_dim),
-               *[torch.zeros(2, size, size, 3, dtype=torch.uint8) for _ in config.image_keys],
+               *[torch.zeros(2, *frames, size, size, 3, dtype=torch.uint8) for _ in config.image_keys],
                *[torch.full((2,), start, dtype=torch.int64) for start in config.category_starts])
     was_training = policy.training
     policy.eval()
@@ -43,8 +61,11 @@ def export_onnx(policy: ImagePolicy, path: Path) -> Path:
             warnings.simplefilter("ignore", DeprecationWarning)
             # Lite0's strided slices cannot be constant-folded; harmless, the graph just keeps the Slice ops.
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-            torch.onnx.export(policy, example, str(path), input_names=names, output_names=["action"],
-                              dynamic_axes={name: {0: "batch"} for name in [*names, "action"]},
+            # A chunk head's attention checks its input shapes in Python; they are fixed by the config, so the
+            # constants the tracer records are right for every batch size.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(_AllOutputs(policy), example, str(path), input_names=names, output_names=outputs,
+                              dynamic_axes={name: {0: "batch"} for name in [*names, *outputs]},
                               opset_version=OPSET, dynamo=False)
     finally:
         policy.train(was_training)
@@ -85,18 +106,19 @@ def quantize_int8(fp32: Path, out: Path, calibration: Mapping[str, np.ndarray] |
 
 
 def parity_error(policy: ImagePolicy | OnnxPolicy, onnx_policy: OnnxPolicy, observations: Mapping[str, np.ndarray]) -> float:
-    """Largest absolute action difference between a policy (torch, or another ONNX model) and the ONNX model on
-    batched observations.
+    """Largest absolute difference of any output (action, chunk, mixture) between a policy (torch, or another ONNX
+    model) and the ONNX model on batched observations.
 
     NaN when either side gives a non-finite action anywhere: a model that outputs NaN fails any tolerance check
     (``nan <= tol`` is false), even where both sides agree on it.
     """
     worst = 0.0
     for batch in _batches(observations, 64):
-        expected, actual = policy.predict(batch), onnx_policy.predict(batch)
-        if not (np.isfinite(expected).all() and np.isfinite(actual).all()):
-            return math.nan
-        worst = max(worst, float(np.max(np.abs(expected - actual))))
+        expected, actual = policy.predict_outputs(batch), onnx_policy.predict_outputs(batch)
+        for name, value in expected.items():
+            if not (np.isfinite(value).all() and np.isfinite(actual[name]).all()):
+                return math.nan
+            worst = max(worst, float(np.max(np.abs(value - actual[name]))))
     return worst
 
 

@@ -1,6 +1,6 @@
 """The server's OpenAPI document, generated from the bundle's spec: what ``/act`` accepts and every answer it gives.
 
-The request schema says exactly what ``wire.parse_observation`` accepts (the keys, the state length and its
+The request schema says exactly what ``wire.parse_request`` accepts (the keys, the state length and its
 per-entry bounds, each image as base64 of the right length or a nested list of the right shape), so a client
 generated from it, or a fuzzer such as schemathesis, sends valid requests and learns every refusal.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from imitlab.deploy.spec import spec_categories
-from imitlab.deploy.wire import STATE_LIMIT, state_bounds
+from imitlab.deploy.wire import MAX_SEED, SESSION_PATTERN, STATE_LIMIT, state_bounds
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["detail"], "additionalProperties": False,
@@ -56,14 +56,32 @@ def observation_schema(spec: dict[str, Any]) -> dict[str, Any]:
 def act_openapi(spec: dict[str, Any], model: str) -> dict[str, Any]:
     """``openapi_extra`` for POST /act: the typed request body and every response the route gives."""
     action_dim = int(spec["action_dim"])
+    session = {"type": "string", "pattern": SESSION_PATTERN,
+               "description": "Optional: this request is a step of the client's episode so named. The server keeps "
+                              "the episode's head state (a chunk head's chunks, executed open-loop or temporally "
+                              "ensembled; a gmm head's sampling; a frame history): send one request per control "
+                              "step, in order; a new id starts a new episode. Without it, /act is stateless."}
+    seed = {"type": "integer", "minimum": 0, "maximum": MAX_SEED,
+            "description": "With a new session: seeds its sampling (default 0)."}
     body = {"type": "object", "required": ["obs"], "additionalProperties": False,
-            "properties": {"obs": observation_schema(spec)}}
+            "properties": {"obs": observation_schema(spec), "session": session, "seed": seed},
+            "dependentRequired": {"seed": ["session"]}}
+    bounded = {"type": "number", "minimum": -1.0, "maximum": 1.0}
+    one_action = {"type": "array", "minItems": action_dim, "maxItems": action_dim, "items": bounded}
+    properties: dict[str, Any] = {
+        "action": {**one_action, "description": "The action to take now."},
+        "model": {"type": "string", "enum": [model]},
+        "inference_ms": {"type": "number", "minimum": 0.0},
+        "session": {"type": "string", "pattern": SESSION_PATTERN, "description": "The request's session."},
+        "step": {"type": "integer", "minimum": 0, "description": "The session's step this action is for."}}
+    policy_config = spec.get("policy_config") or {}
+    if policy_config.get("head") == "chunk":
+        size = int(policy_config["chunk_size"])
+        properties["action_chunk"] = {"type": "array", "minItems": size, "maxItems": size, "items": one_action,
+                                      "description": "Stateless requests only: the next actions the chunk head "
+                                                     "predicts, to execute on the client's side."}
     action = {"type": "object", "required": ["action", "model", "inference_ms"], "additionalProperties": False,
-              "properties": {
-                  "action": {"type": "array", "minItems": action_dim, "maxItems": action_dim,
-                             "items": {"type": "number", "minimum": -1.0, "maximum": 1.0}},
-                  "model": {"type": "string", "enum": [model]},
-                  "inference_ms": {"type": "number", "minimum": 0.0}}}
+              "properties": properties}
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {

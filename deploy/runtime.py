@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from imitlab.core.action_execution import HEAD_OUTPUTS, ActOptions, EpisodeExecutor, Execution
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_check import check_observation
 from imitlab.deploy.spec import read_model, read_spec, spec_categories
@@ -49,18 +50,53 @@ class OnnxPolicy:
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != expected:
             raise ImitlabError(f"{model}: inputs {inputs} do not match the spec's {expected}")
+        self.policy_config: dict[str, Any] = dict(spec.get("policy_config") or {})
+        self.execution = Execution.of(self.policy_config)  # the head, its default execution, the frame history
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.output_names != list(HEAD_OUTPUTS[self.execution.head]):
+            raise ImitlabError(f"{model}: outputs {self.output_names} do not match a {self.execution.head} head's "
+                               f"{list(HEAD_OUTPUTS[self.execution.head])}")
 
     def predict(self, obs: Mapping[str, Any]) -> np.ndarray:
         """Numpy observation dict (single or batched) -> float32 actions in [-1, 1] (NaN stays NaN)."""
+        return self.predict_outputs(obs)["action"]
+
+    def predict_outputs(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Every output of the model by name (``action`` first), for a single observation or a batch."""
         feeds, single = self.feeds(obs)
-        # onnxruntime's float32 tanh can overshoot 1 by one ulp (1.0000001); the contract is [-1, 1].
-        actions = np.clip(self.session.run(None, feeds)[0], -1.0, 1.0)
-        return actions[0] if single else actions
+        outputs = dict(zip(self.output_names, self.session.run(None, feeds)))
+        for name in ("action", "action_chunk", "gmm_means"):  # bounded by the graph (tanh or clip)
+            if name in outputs:  # onnxruntime's float32 tanh can overshoot 1 by one ulp; the contract is [-1, 1]
+                outputs[name] = np.clip(outputs[name], -1.0, 1.0)
+        return {name: value[0] if single else value for name, value in outputs.items()}
 
     def feeds(self, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
         """Check ``obs`` and turn it into batched session inputs; also says whether it was a single observation."""
-        checked = check_observation(obs, self.image_keys, self.image_size, self.state_dim, self.categories)
+        checked = check_observation(obs, self.image_keys, self.image_size, self.state_dim, self.categories,
+                                    self.execution.history)
         return {"state": checked.state, **checked.images, **checked.categories}, checked.single
+
+    def episode(self, seed: int = 0, options: ActOptions = ActOptions()) -> PolicyEpisode:
+        """A controller for one episode: keeps what the head carries from step to step (a chunk head's chunks, a
+        gmm head's sampling generator seeded by ``seed``, a frame history)."""
+        return PolicyEpisode(self, EpisodeExecutor(Execution.of(self.policy_config, options), seed))
+
+
+class PolicyEpisode:
+    """One episode of a bundle's policy: ``act(obs)`` once per control step, in order, one observation at a time."""
+
+    def __init__(self, policy: OnnxPolicy, executor: EpisodeExecutor) -> None:
+        self.policy = policy
+        self.executor = executor
+
+    def act(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """This step's action (A,) for this step's observation (one frame per camera, as the env gives it); runs the
+        model only when the head needs it (open-loop chunks run from memory)."""
+        obs = self.executor.observe(obs)
+        outputs = self.policy.predict_outputs(obs) if self.executor.needs_outputs() else None
+        if outputs is not None and np.ndim(outputs["action"]) != 1:
+            raise ImitlabError("an episode acts on one observation at a time, not a batch")
+        return self.executor.act(outputs)
 
 
 def load_bundle(bundle: Path, model: str = "fp32", threads: int = 1) -> OnnxPolicy:

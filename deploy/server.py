@@ -1,6 +1,10 @@
 """HTTP inference server for a deployment bundle (FastAPI + uvicorn; the model runs in onnxruntime).
 
     POST /act      {"obs": {...}} -> {"action": [...], "model": "fp32", "inference_ms": 0.9}   (see deploy/wire.py)
+                   stateless; a chunk head also answers its whole chunk, "action_chunk": [[...], ...]
+                   {"obs": {...}, "session": "ep-1", "seed": 1} -> {"action": [...], "session": "ep-1", "step": 0, ...}
+                   a step of the client's episode "ep-1": the server carries its chunks, sampling or frame
+                   history (sessions.py)
     GET  /health   liveness: {"status": "ok", "model": "fp32", "requests": n}
     GET  /ready    readiness: 200 once the model answered a warm-up observation with finite actions, else 503
     GET  /spec     the bundle spec without local paths: inputs, spaces, camera settings, validation results
@@ -30,6 +34,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from imitlab.core.action_execution import ActOptions, EpisodeExecutor, Execution
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_check import ObservationError
 from imitlab.deploy.http_guard import LOOPBACK_HOSTS, MIN_TOKEN_LENGTH, HttpGuard, is_loopback
@@ -38,7 +43,8 @@ from imitlab.deploy.openapi import act_openapi, error_response, secure_openapi
 from imitlab.deploy.runtime import OnnxPolicy, load_bundle
 from imitlab.deploy.slots import InferenceSlots
 from imitlab.deploy.spec import public_spec
-from imitlab.deploy.wire import WireError, parse_observation
+from imitlab.deploy.sessions import SessionStore
+from imitlab.deploy.wire import ActRequest, WireError, parse_request
 
 #: Bytes of JSON text allowed per image value (a nested list spends up to ~6 per value, e.g. "255, ") + slack.
 _BYTES_PER_VALUE = 8
@@ -70,13 +76,19 @@ class ServerSettings:
     """Deadline of one /act request, from its arrival to its answer (503 when over)."""
     threads: int = 1
     """onnxruntime intra-op threads per inference."""
+    chunk_exec: str | None = None
+    """How a chunk head's chunks are executed in a session: ``open`` or ``ensemble`` (None: the bundle's default)."""
+    sample: bool = False
+    """A gmm head samples its mixture in a session (seeded by the session's ``seed``)."""
+    max_sessions: int = 256
+    """Sessions (client episodes) kept; the least recently used one is forgotten beyond that."""
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
             raise ImitlabError(f"the token must have at least {MIN_TOKEN_LENGTH} characters "
                                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
-        if self.max_concurrency < 1 or not self.request_timeout_s > 0 or self.threads < 1:
-            raise ImitlabError("max concurrency and threads must be >= 1, the request timeout > 0 s")
+        if self.max_concurrency < 1 or not self.request_timeout_s > 0 or self.threads < 1 or self.max_sessions < 1:
+            raise ImitlabError("max concurrency, threads and max sessions must be >= 1, the request timeout > 0 s")
         if not self.allowed_hosts:
             raise ImitlabError("the Host allow-list is empty; give at least one --allow-host (or '*')")
 
@@ -102,6 +114,8 @@ def build_app(policy: OnnxPolicy, settings: ServerSettings) -> FastAPI:
     metrics = ServerMetrics(_ROUTES)
     shown_spec = public_spec(spec)
     readiness = _warm_up(policy)
+    sessions = SessionStore(Execution.of(policy.policy_config, ActOptions(settings.chunk_exec, settings.sample)),
+                            settings.max_sessions)
     received = {"act": 0}
     app = FastAPI(title="imitlab policy server", version=str(spec["format_version"]),
                   description=f"Policy for {spec['env_id']} (model {settings.model}).")
@@ -132,29 +146,43 @@ def build_app(policy: OnnxPolicy, settings: ServerSettings) -> FastAPI:
     def get_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    def parse(body: bytes) -> dict[str, np.ndarray] | _Answer:
-        """The observation in a request body, or the refusal."""
+    def parse(body: bytes) -> ActRequest | _Answer:
+        """The observation (and session) in a request body, or the refusal."""
         try:
             payload = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as error:
             return _Answer(400, "invalid_json", {"detail": f"body is not valid JSON ({str(error)[:120]})"})
         try:
-            return parse_observation(payload, spec)
+            return parse_request(payload, spec)
         except (WireError, RecursionError) as error:
             return _Answer(422, "invalid_observation", {"detail": str(error)[:300]})
 
-    def run_model(obs: dict[str, np.ndarray]) -> _Answer:
+    def step(request: ActRequest) -> dict[str, Any]:
+        """The action (and, stateless, a chunk head's whole chunk) for one request; a session's steps in order."""
+        if request.session is None:  # as an episode's first step: a frame history repeats this frame
+            outputs = policy.predict_outputs(EpisodeExecutor(sessions.execution).observe(request.obs))
+            return {name: outputs[name] for name in ("action", "action_chunk") if name in outputs}
+        session = sessions.get(request.session, request.seed)
+        with session.lock:
+            executor = session.executor
+            obs = executor.observe(request.obs)
+            outputs = policy.predict_outputs(obs) if executor.needs_outputs() else None
+            return {"action": executor.act(outputs), "session": request.session, "step": executor.step - 1}
+
+    def run_model(request: ActRequest) -> _Answer:
         start = time.perf_counter()
         try:
-            action = policy.predict(obs)
+            answer = step(request)
         except ObservationError as error:
             return _Answer(422, "invalid_observation", {"detail": str(error)[:300]})
         elapsed = (time.perf_counter() - start) * 1e3
-        if not np.all(np.isfinite(action)):
+        if not all(np.all(np.isfinite(answer[name])) for name in ("action", "action_chunk") if name in answer):
             return _Answer(503, "non_finite_action", {"detail": "the model gave a non-finite (NaN or infinite) "
                                                                 "action for this observation; nothing is returned"})
-        return _Answer(200, "", {"action": [float(a) for a in action], "model": settings.model,
-                                 "inference_ms": elapsed})
+        for name in ("action", "action_chunk"):
+            if name in answer:
+                answer[name] = np.asarray(answer[name], np.float64).tolist()
+        return _Answer(200, "", {**answer, "model": settings.model, "inference_ms": elapsed})
 
     def parse_and_run(body: bytes) -> _Answer:
         parsed = parse(body)
@@ -231,10 +259,11 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 
 def _warm_up(policy: OnnxPolicy) -> str | None:
-    """Run the model once on a neutral observation; the reason it is not ready, or None."""
-    obs = {"state": np.zeros(policy.state_dim, np.float32),
-           **{k: np.full((policy.image_size, policy.image_size, 3), 128, np.uint8) for k in policy.image_keys},
-           **{c.key: np.int64(c.start) for c in policy.categories}}
+    """Run the model once on a neutral observation (as an episode's first step); the reason it is not ready, or None."""
+    frame = {"state": np.zeros(policy.state_dim, np.float32),
+             **{k: np.full((policy.image_size, policy.image_size, 3), 128, np.uint8) for k in policy.image_keys},
+             **{c.key: np.int64(c.start) for c in policy.categories}}
+    obs = EpisodeExecutor(policy.execution).observe(frame)
     try:
         action = policy.predict(obs)
     except Exception as error:  # any failure of the model makes the server not ready, with the reason

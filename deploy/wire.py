@@ -1,10 +1,12 @@
-"""The JSON wire format of one observation, and its strict validation (the server trusts nothing it receives).
+"""The JSON wire format of one ``/act`` request, and its strict validation (the server trusts nothing it receives).
 
 Request body::
 
     {"obs": {"state": [float, ...],                 # exactly state_dim finite numbers within the state bounds
              "image": "<base64>" | [[[r, g, b], ...], ...],
-             "command": 1}}                          # one integer per category key (the bundle's "categories")
+             "command": 1},                          # one integer per category key (the bundle's "categories")
+     "session": "episode-17",                       # optional: the server carries this episode's head state
+     "seed": 17}                                    # optional, with "session": seeds a new session's sampling
 
 Each camera key in the bundle's ``image_keys`` takes either base64 of the raw uint8 bytes of the (H, W, 3)
 RGB array in row-major order (compact: ``base64.b64encode(img.tobytes())``) or a nested H x W x 3 list of
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,31 +28,63 @@ from imitlab.deploy.spec import spec_categories
 
 #: Largest magnitude accepted for a state entry: finite in float32 (3.4028e38), with margin.
 STATE_LIMIT = 3.0e38
+#: What a session id may look like (a client's name for one episode).
+SESSION_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
+#: Largest session seed (numpy's generators take any non-negative integer; this keeps it an int64).
+MAX_SEED = 2**63 - 1
 
 
 class WireError(ValueError):
     """A request that does not describe a valid observation; the message says what is wrong."""
 
 
+class ActRequest(NamedTuple):
+    """A validated ``/act`` request: the observation, and the session it is a step of (None: stateless)."""
+
+    obs: dict[str, np.ndarray]
+    session: str | None = None
+    seed: int = 0
+
+
 def encode_observation(obs: dict[str, np.ndarray], image_keys: list[str], base64_images: bool = True,
-                       category_keys: Sequence[str] = ()) -> dict[str, Any]:
-    """A request body for ``obs`` (the client side of ``parse_observation``)."""
+                       category_keys: Sequence[str] = (), session: str | None = None,
+                       seed: int | None = None) -> dict[str, Any]:
+    """A request body for ``obs`` (the client side of ``parse_request``), as a step of ``session`` if given."""
     body: dict[str, Any] = {"state": [float(v) for v in np.asarray(obs["state"], dtype=np.float32)]}
     for key in image_keys:
         image = np.ascontiguousarray(obs[key], dtype=np.uint8)
         body[key] = base64.b64encode(image.tobytes()).decode("ascii") if base64_images else image.tolist()
     body.update({key: int(obs[key]) for key in category_keys})
-    return {"obs": body}
+    request: dict[str, Any] = {"obs": body}
+    if session is not None:
+        request["session"] = session
+    if seed is not None:
+        request["seed"] = seed
+    return request
 
 
-def parse_observation(payload: Any, spec: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Validate a decoded JSON body against the bundle spec and return the observation as numpy arrays."""
+def parse_request(payload: Any, spec: dict[str, Any]) -> ActRequest:
+    """Validate a decoded JSON body against the bundle spec: the observation as numpy arrays and its session."""
     if not isinstance(payload, dict):
         raise WireError("body must be a JSON object with an \"obs\" field")
-    extra = sorted(set(payload) - {"obs"})
+    extra = sorted(set(payload) - {"obs", "session", "seed"})
     if extra or "obs" not in payload:
-        raise WireError(f"body must have exactly one field \"obs\" (got {sorted(payload)[:5]})")
-    obs = payload["obs"]
+        raise WireError(f"body must have the field \"obs\", optionally with \"session\" and \"seed\" "
+                        f"(got {sorted(payload)[:5]})")
+    session = payload.get("session")
+    if session is not None and (not isinstance(session, str) or not re.fullmatch(SESSION_PATTERN, session)):
+        raise WireError("\"session\" must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'")
+    seed = payload.get("seed", 0)
+    if "seed" in payload and session is None:
+        raise WireError("\"seed\" seeds a session: give \"session\" too")
+    if type(seed) is float and seed.is_integer():  # JSON Schema counts 7.0 as an integer, so does this check
+        seed = int(seed)
+    if type(seed) is not int or not 0 <= seed <= MAX_SEED:
+        raise WireError(f"\"seed\" must be an integer in [0, {MAX_SEED}]")
+    return ActRequest(_observation(payload["obs"], spec), session, seed)
+
+
+def _observation(obs: Any, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     if not isinstance(obs, dict):
         raise WireError("\"obs\" must be an object")
     categories = spec_categories(spec)

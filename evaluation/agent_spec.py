@@ -10,8 +10,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from imitlab.core.action_execution import ActOptions, Execution
 from imitlab.core.errors import ImitlabError
-from imitlab.evaluation.rollout import Agent, ExpertAgent, PolicyAgent
+from imitlab.evaluation.rollout import Agent, ExpertAgent, policy_agent
 
 EXPERT = "expert"
 POLICY = "policy"
@@ -43,26 +44,29 @@ def expert_spec(env_id: str, env_kwargs: dict[str, Any] | None = None) -> AgentS
 
 
 def policy_spec(path: Path, label: str | None = None, env_id: str | None = None,
-                env_kwargs: dict[str, Any] | None = None, device: str = "cpu") -> AgentSpec:
+                env_kwargs: dict[str, Any] | None = None, device: str = "cpu",
+                options: ActOptions = ActOptions()) -> AgentSpec:
     """A saved torch policy folder; ``env_id`` (if given) must be the one it was trained on, ``env_kwargs``
-    override its env's; ``device`` (``policies/device.py``) is where each worker runs it."""
+    override its env's; ``device`` (``policies/device.py``) is where each worker runs it; ``options`` say how its
+    head acts."""
     from imitlab.policies.io import load_policy
 
-    _, md = load_policy(path)  # fail here, with one line, rather than inside every worker
+    policy, md = load_policy(path)  # fail here, with one line, rather than inside every worker
+    execution = Execution.of(policy.config.to_dict(), options)
     spec_env = md.get("env_id")
     if spec_env is None:
         raise ImitlabError(f"{path / 'policy.json'} does not say which env the policy was trained on")
     if env_id is not None and env_id != spec_env:
         raise ImitlabError(f"policy {path} was trained on {spec_env}, not {env_id}")
     kwargs = {**md.get("env_kwargs", {}), **(env_kwargs or {})}
-    return AgentSpec(POLICY, label or str(path), partial(_policy_agent, path, device), spec_env, kwargs, path,
-                     list(md.get("train_seeds", [])), md)
+    return AgentSpec(POLICY, label or str(path), partial(_policy_agent, path, execution, device), spec_env, kwargs,
+                     path, list(md.get("train_seeds", [])), md)
 
 
-def _policy_agent(path: Path, device: str = "cpu") -> Agent:
+def _policy_agent(path: Path, execution: Execution, device: str = "cpu") -> Agent:
     """A saved torch policy as an agent (evaluation's workers set torch to one thread first)."""
     from imitlab.policies.device import resolve_device
     from imitlab.policies.io import load_policy
 
     policy, _ = load_policy(path)
-    return PolicyAgent(policy.to(resolve_device(device)).predict)
+    return policy_agent(policy.to(resolve_device(device)), execution)

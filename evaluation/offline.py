@@ -17,7 +17,7 @@ import numpy as np
 from imitlab.core.errors import ImitlabError
 from imitlab.envs import env_class, make_env, make_expert
 from imitlab.evaluation.agent_spec import EXPERT, AgentSpec
-from imitlab.evaluation.rollout import PolicyAgent
+from imitlab.evaluation.rollout import ExecutingAgent, PolicyAgent
 
 #: Frames per policy call.
 BATCH = 256
@@ -107,6 +107,8 @@ def offline_metrics(spec: AgentSpec, seeds: Sequence[int] = (), dataset: Path | 
         used_seeds, source = [int(s) for s in seeds], "expert rollouts on held-out seeds"
     agent = spec.build()
     assert isinstance(agent, PolicyAgent)
+    if isinstance(agent, ExecutingAgent) and agent.executor.execution.history > 1:
+        return None  # a frame history needs whole episodes in order, which these pooled frames are not
     actions = np.concatenate([np.asarray(agent.predict({k: v[i:i + BATCH] for k, v in obs.items()}), np.float32)
                               for i in range(0, len(labels), BATCH)])
     decisions = {}

@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
+from imitlab.core.action_execution import BatchExecutor, Execution
 from imitlab.core.observation_keys import image_keys_of_frames
 from imitlab.envs import CategoryNames, action_labels, make_expert, state_labels
 from imitlab.envs.stability import UNSTABLE_KEY, UNSTABLE_REASON_KEY
@@ -46,6 +47,32 @@ class PolicyAgent:
 
     def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.predict(obs), dtype=np.float32).reshape(len(slots), -1)
+
+
+class ExecutingAgent(PolicyAgent):
+    """A policy whose action depends on its episode so far (a chunk head's earlier chunks, a gmm head's sampling
+    generator, earlier frames): its outputs go through an executor per slot, reset with the slot's episode seed.
+    ``predict`` stays the stateless one (offline metrics use it)."""
+
+    def __init__(self, predict: Callable[[dict[str, np.ndarray]], np.ndarray],
+                 predict_outputs: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+                 execution: Execution) -> None:
+        super().__init__(predict)
+        self.predict_outputs = predict_outputs
+        self.executor = BatchExecutor(execution)
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.executor.reset(slot, seed)
+
+    def act(self, slots: list[int], obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.executor.act(slots, obs, self.predict_outputs)
+
+
+def policy_agent(policy: Any, execution: Execution) -> PolicyAgent:
+    """The agent of a torch or ONNX policy (anything with ``predict`` and ``predict_outputs``) executed as told."""
+    if execution.stateful:
+        return ExecutingAgent(policy.predict, policy.predict_outputs, execution)
+    return PolicyAgent(policy.predict)
 
 
 class ExpertAgent:

@@ -195,6 +195,9 @@ def explain(run: str | Path, seeds: Sequence[int], out_dir: Path, method: str = 
         raise ImitlabError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
     path = policy_dir(Path(run))
     policy, metadata = load_policy(path)
+    if policy.config.history > 1:
+        raise ImitlabError(f"{path} sees {policy.config.history} frames per camera; explain maps one frame's "
+                           "pixels and supports single-frame policies only")
     overlap = sorted(set(seeds) & set(metadata.get("train_seeds", [])))
     if overlap:
         raise ImitlabError(f"seeds overlap the policy's demonstration seeds (e.g. {overlap[:5]}); use held-out "

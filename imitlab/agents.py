@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from imitlab.core.action_execution import ActOptions
 from imitlab.core.errors import ImitlabError
 from imitlab.deploy.agent import bundle_agent_spec
 from imitlab.deploy.spec import MODEL_FILES, is_bundle, read_model, read_spec
@@ -17,23 +18,26 @@ from imitlab.policies.io import policy_dir
 
 
 def resolve_agent(agent: str, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None,
-                  device: str = "cpu") -> AgentSpec:
+                  device: str = "cpu", options: ActOptions = ActOptions()) -> AgentSpec:
     """Turn ``expert``, a run/policy folder, a bundle folder or a bundle's ``.onnx`` file into an :class:`AgentSpec`.
 
     ``env_id`` is required for the expert and checked against a policy's or bundle's; ``env_kwargs`` override theirs;
-    ``device`` is where a torch policy runs (``auto``, ``cpu``, ``cuda``).
+    ``device`` is where a torch policy runs (``auto``, ``cpu``, ``cuda``); ``options`` say how a policy's head acts
+    (chunk execution, sampling).
     """
     if agent == EXPERT:
         if env_id is None:
             raise ImitlabError("evaluating the expert needs --env")
+        if options != ActOptions():
+            raise ImitlabError("--chunk-exec and --sample choose how a policy's head acts; the expert has none")
         return expert_spec(env_id, env_kwargs)
-    bundle = _resolve_bundle(Path(agent))
+    bundle = _resolve_bundle(Path(agent), options)
     if bundle is not None:
         if env_id is not None and env_id != bundle.env_id:
             raise ImitlabError(f"bundle {bundle.path} was validated on {bundle.env_id}, not {env_id}")
         bundle.env_kwargs.update(env_kwargs or {})
         return bundle
-    return policy_spec(policy_dir(Path(agent)), str(agent), env_id, env_kwargs, device)
+    return policy_spec(policy_dir(Path(agent)), str(agent), env_id, env_kwargs, device, options)
 
 
 def resolve_pair(agent_a: str, agent_b: str, env_id: str | None = None) -> tuple[AgentSpec, AgentSpec]:
@@ -60,7 +64,7 @@ def resolve_agents(agents: dict[str, str], env_id: str | None = None,
     return specs
 
 
-def _resolve_bundle(path: Path) -> AgentSpec | None:
+def _resolve_bundle(path: Path, options: ActOptions) -> AgentSpec | None:
     """A bundle folder (its fp32 model) or one of its model files (``BUNDLE/model.int8.onnx``); None otherwise."""
     folder, model = path, "fp32"
     if path.suffix == ".onnx" and is_bundle(path.parent):
@@ -72,4 +76,4 @@ def _resolve_bundle(path: Path) -> AgentSpec | None:
         return None
     spec = read_spec(folder)
     read_model(folder, spec, model)  # a tampered or missing model is one line here, not an error in every worker
-    return bundle_agent_spec(folder, spec, model, label=str(path))
+    return bundle_agent_spec(folder, spec, model, label=str(path), options=options)

@@ -77,9 +77,23 @@ class ImageEncoder(nn.Module):
         only `trainable_features` on the cached result."""
         return self.prepare(images)
 
+    #: (channels, height, width) of the last spatial feature map, which `trainable_map` returns.
+    map_shape: tuple[int, int, int]
+
+    def trainable_map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Output of `frozen_features` -> the last spatial feature map (B, *map_shape) and the pooled features
+        (B, features_dim) made from it."""
+        raise NotImplementedError
+
     def trainable_features(self, x: Tensor) -> Tensor:
         """Output of `frozen_features` -> (B, features_dim)."""
-        raise NotImplementedError
+        return self.trainable_map(x)[1]
+
+    def token_features(self, x: Tensor) -> Tensor:
+        """Output of `frozen_features` -> the feature map flattened (channel-major) then the pooled features, one
+        row per image: what an attention head reads as one token per map position plus a pooled token."""
+        feature_map, pooled = self.trainable_map(x)
+        return torch.cat([feature_map.flatten(1), pooled], dim=1)
 
     def freeze_blocks(self, count: int) -> None:
         """Keep the first `count` blocks fixed (no gradient, BatchNorm statistics frozen)."""
@@ -186,10 +200,13 @@ class Lite0Encoder(ImageEncoder):
             channels = self.blocks[-1]._block_args.output_filters
             self.pool: nn.Module = SpatialSoftmax(channels, side, side, keypoints)
             self.features_dim = 2 * keypoints
+            self.map_shape = (channels, side, side)
         else:
             self.blocks = net._blocks
             self.pool = nn.Sequential(net._conv_head, net._bn1, net._swish)
             self.features_dim = LITE0_FEATURES_DIM
+            side = math.ceil(image_size / 32)  # "same" padding: every stride-2 stage rounds up
+            self.map_shape = (LITE0_FEATURES_DIM, side, side)
         self._set_layout()
 
     def _run_blocks(self, x: Tensor, blocks: range) -> Tensor:
@@ -204,13 +221,16 @@ class Lite0Encoder(ImageEncoder):
             return x
         return self._run_blocks(self.stem(x), range(self.frozen_blocks - 1))
 
-    def trainable_features(self, x: Tensor) -> Tensor:
+    def trainable_map(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.frozen_blocks:
             x = self.stem(x)
         elif self.channels_last:  # rows gathered from a cache come back in the default layout
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.pool(self._run_blocks(x, range(max(0, self.frozen_blocks - 1), len(self.blocks))))
-        return x if self.spatial else x.mean(dim=(2, 3))
+        x = self._run_blocks(x, range(max(0, self.frozen_blocks - 1), len(self.blocks)))
+        if self.spatial:  # the stride-16 map and its keypoints
+            return x, self.pool(x)
+        x = self.pool(x)  # the 1280-channel head convolution, then ImageNet's global average
+        return x, x.mean(dim=(2, 3))
 
     def freeze_blocks(self, count: int) -> None:
         """Freeze the stem (counted as one block) and the first ``count - 1`` MBConv blocks."""
@@ -250,10 +270,12 @@ class NatureCNNEncoder(ImageEncoder):
         if side < 1:
             raise ImitlabError(f"nature_cnn needs images of at least 36 px, got {image_size}")
         self.linear = nn.Sequential(nn.Linear(64 * side * side, self.features_dim), nn.ReLU())
+        self.map_shape = (64, side, side)
         self._set_layout()
 
-    def trainable_features(self, x: Tensor) -> Tensor:
-        return self.linear(self.cnn(x))
+    def trainable_map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        flat = self.cnn(x)  # Flatten orders the map channel-major whatever its memory layout
+        return flat.reshape(-1, *self.map_shape), self.linear(flat)
 
 
 def make_encoder(backbone: str, image_size: int, pretrained: bool, pooling: str = "avg",

@@ -1,5 +1,6 @@
-"""The behaviour-cloning policy: a shared image encoder per camera + a state-fusing MLP head -> tanh actions
-(conditioned on category observations, such as a route command, by ``command.py``'s head when it has any)."""
+"""The behaviour-cloning policy: a shared image encoder per camera + a head that fuses image features and state
+-> actions in [-1, 1]: an MLP (conditioned on category observations, such as a route command, by ``command.py``'s
+head when it has any), a mixture density or an action-chunking head (``heads.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imitlab.core.errors import ImitlabError
@@ -19,6 +21,7 @@ from imitlab.core.limits import (MAX_ACTION_DIM, MAX_HEAD_LAYERS, MAX_HEAD_WIDTH
 from imitlab.core.observation_check import Category, check_observation
 from imitlab.policies.command import COMMAND_HEADS, MAX_BRANCHES, CommandHead
 from imitlab.policies.encoders import BACKBONES, POOLINGS, make_encoder
+from imitlab.policies.heads import head_config_problems, make_head, one_hot_categories, uses_tokens
 
 
 @dataclass(kw_only=True)
@@ -60,6 +63,19 @@ class PolicyConfig:
     command_head: str = "branched"
     """How the category keys condition the actions: ``branched`` (one head per value, selected by it: conditional
     imitation learning's branches) or ``concat`` (the values one-hot, fed to one shared head). Unused without them."""
+    head: str = "mlp"
+    """``mlp`` (one action, MSE), ``gmm`` (mixture density, NLL) or ``chunk`` (ACT-style action chunks, L1); see
+    `imitlab.policies.heads`. Configs written before heads existed have none: ``mlp``."""
+    gmm_modes: int = 5
+    """Mixture modes of the ``gmm`` head."""
+    chunk_size: int = 10
+    """Actions the ``chunk`` head predicts at once (the next H steps)."""
+    chunk_exec: str = "ensemble"
+    """How the ``chunk`` head's chunks are executed unless told otherwise: ``open`` (a whole chunk, then infer
+    again) or ``ensemble`` (infer every step, ACT's temporal ensembling)."""
+    history: int = 1
+    """Frames per camera the policy sees: the current one and the N-1 before it, each encoded by the shared encoder,
+    their features stacked for the head. Images then come as (B, N, H, W, 3), oldest first."""
 
     def __post_init__(self) -> None:
         for name in ("image_keys", "category_keys"):
@@ -126,6 +142,7 @@ class PolicyConfig:
             problems.append("category_starts must be integers")
         if self.command_head not in COMMAND_HEADS:
             problems.append(f"command_head {self.command_head!r} is not one of {', '.join(COMMAND_HEADS)}")
+        problems += head_config_problems(self)
         if problems:
             raise ImitlabError("invalid policy config: " + "; ".join(problems))
 
@@ -188,9 +205,15 @@ class ImagePolicy(nn.Module):
         # Non-persistent: the statistics live in the config, so checkpoints hold only learned weights.
         self.register_buffer("state_mean", torch.tensor(config.state_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("state_std", torch.tensor(config.state_std, dtype=torch.float32), persistent=False)
-        width = self.encoder.features_dim * len(config.image_keys) + config.state_dim
-        self.head: nn.Module = (CommandHead(config.command_head, width, config.category_sizes, config.category_starts,
-                                            self._mlp) if config.category_keys else self._mlp(width))
+        width = self.encoder.features_dim * len(config.image_keys) * config.history + config.state_dim
+        self.head: nn.Module
+        if config.head != "mlp":
+            self.head = make_head(config, self.encoder)
+        elif config.category_keys:
+            self.head = CommandHead(config.command_head, width, config.category_sizes, config.category_starts,
+                                    self._mlp)
+        else:
+            self.head = self._mlp(width)
         self._backbone_trainable = True
 
     def _mlp(self, width: int) -> nn.Sequential:
@@ -206,58 +229,86 @@ class ImagePolicy(nn.Module):
         return nn.Sequential(*layers)
 
     def encode(self, images: list[Tensor]) -> Tensor:
-        """uint8 images (B, H, W, 3), one per `config.image_keys` -> concatenated features (B, K * features_dim)."""
+        """uint8 images (B, H, W, 3), or (B, N, H, W, 3) with a history of N frames, one per `config.image_keys` ->
+        concatenated features (B, K * N * per-frame features), camera by camera, oldest frame first."""
         return self.encode_frozen(self.frozen_features(images))
 
     def frozen_features(self, images: list[Tensor]) -> list[Tensor]:
-        """Per camera, the output of the encoder's frozen blocks: a trainer may compute these once per frame."""
+        """Per camera, the output of the encoder's frozen blocks (one row per frame): a trainer may compute these
+        once per frame."""
         if len(images) != len(self.config.image_keys):
             raise ValueError(f"expected {len(self.config.image_keys)} images ({self.config.image_keys}), got {len(images)}")
-        return [self.encoder.frozen_features(image) for image in images]
+        return [self.encoder.frozen_features(image.reshape(-1, *image.shape[-3:])) for image in images]
 
     def encode_frozen(self, frozen: list[Tensor]) -> Tensor:
-        """`frozen_features` output -> concatenated features (B, K * features_dim)."""
-        return torch.cat([self.encoder.trainable_features(x) for x in frozen], dim=1)
+        """`frozen_features` output -> concatenated features (B, K * N * per-frame features): pooled, or for a head
+        that attends to positions, the map and the pooled features (`ImageEncoder.token_features`)."""
+        per_frame = self.encoder.token_features if uses_tokens(self.config) else self.encoder.trainable_features
+        features = [per_frame(x) for x in frozen]
+        return torch.cat([f.reshape(-1, self.config.history * f.shape[1]) for f in features], dim=1)
+
+    def head_outputs(self, features: Tensor, state: Tensor, categories: Sequence[Tensor] = ()) -> dict[str, Tensor]:
+        """Image features (`encode`) + raw state (B, D) [+ raw category values (B,) int64 in `config.category_keys`
+        order] -> the head's outputs (`imitlab.core.action_execution.HEAD_OUTPUTS`), ``action`` (B, A) first."""
+        config = self.config
+        state = (state - self.state_mean) / self.state_std
+        if config.head != "mlp":  # the categories reach a gmm or chunk head one-hot
+            command = one_hot_categories(categories, config) if config.category_keys else None
+            return self.head.outputs(features, state, command)
+        fused = torch.cat([features, state], dim=1)
+        return {"action": self.head(fused, categories) if config.category_keys else self.head(fused)}
 
     def head_forward(self, features: Tensor, state: Tensor, categories: Sequence[Tensor] = ()) -> Tensor:
-        """Image features (B, F) + raw state (B, D) [+ raw category values (B,) int64 in `config.category_keys`
-        order] -> actions (B, A) in [-1, 1]."""
-        state = (state - self.state_mean) / self.state_std
-        fused = torch.cat([features, state], dim=1)
-        return self.head(fused, categories) if self.config.category_keys else self.head(fused)
+        """Image features (`encode`) + raw state (B, D) [+ raw category values] -> actions (B, A) in [-1, 1]."""
+        return self.head_outputs(features, state, categories)["action"]
 
-    def forward(self, state: Tensor, *inputs: Tensor) -> Tensor:
-        """state float32 (B, D), images uint8 (B, H, W, 3) in `config.image_keys` order, then category values
-        int64 (B,) in `config.category_keys` order -> actions (B, A)."""
+    def outputs(self, state: Tensor, *inputs: Tensor) -> dict[str, Tensor]:
+        """Every output of the head for `forward`'s inputs (what the ONNX model returns)."""
         cameras = len(self.config.image_keys)
         if len(inputs) != cameras + len(self.config.category_keys):
             raise ValueError(f"expected {cameras} images and {len(self.config.category_keys)} category inputs "
                              f"({self.config.image_keys} + {self.config.category_keys}), got {len(inputs)} inputs")
-        return self.head_forward(self.encode(list(inputs[:cameras])), state, inputs[cameras:])
+        return self.head_outputs(self.encode(list(inputs[:cameras])), state, inputs[cameras:])
+
+    def forward(self, state: Tensor, *inputs: Tensor) -> Tensor:
+        """state float32 (B, D), images uint8 (B, H, W, 3) in `config.image_keys` order, then category values
+        int64 (B,) in `config.category_keys` order -> actions (B, A)."""
+        return self.outputs(state, *inputs)["action"]
+
+    def loss(self, outputs: dict[str, Tensor], actions: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The head's training loss against the expert's actions: (B, A) (MSE for ``mlp``), or (B, H, A) windows
+        with their (B, H) mask of steps inside the episode for a chunk head."""
+        if self.config.head == "mlp":
+            return F.mse_loss(outputs["action"], actions)
+        return self.head.loss(outputs, actions, mask)
 
     def observation_tensors(self, obs: Mapping[str, np.ndarray]) -> tuple[bool, list[Tensor]]:
         """A numpy observation (single or batched), checked -> whether it was single, and the positional inputs
         of `forward` (state, images, categories) on the policy's device."""
         config = self.config
-        checked = check_observation(obs, config.image_keys, config.image_size, config.state_dim, config.categories)
+        checked = check_observation(obs, config.image_keys, config.image_size, config.state_dim, config.categories,
+                                    config.history)
         device = self.state_mean.device
         arrays = [checked.state, *(checked.images[k] for k in config.image_keys),
                   *(checked.categories[k] for k in config.category_keys)]
         return checked.single, [torch.from_numpy(a).to(device) for a in arrays]
 
-    @torch.no_grad()
     def predict(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Numpy observation dict (single or batched) -> float32 actions, (A,) or (B, A); runs in eval mode."""
+        return self.predict_outputs(obs)["action"]
+
+    @torch.no_grad()
+    def predict_outputs(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Like `predict`, every output of the head (no batch axis for a single observation)."""
         single, inputs = self.observation_tensors(obs)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():  # no autograd records: rollouts, DAgger and validation only read actions
-                actions = self(*inputs)
+                outputs = self.outputs(*inputs)
         finally:
             self.train(was_training)
-        out = actions.cpu().numpy()
-        return out[0] if single else out
+        return {name: value.cpu().numpy()[0] if single else value.cpu().numpy() for name, value in outputs.items()}
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Encoder parameters (for a lower fine-tuning learning rate)."""

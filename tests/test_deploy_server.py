@@ -79,7 +79,7 @@ BAD_REQUESTS = [
     (json.dumps(_valid_body()).encode(), "text/plain", 415, "Content-Type"),
     (json.dumps([1, 2]).encode(), "application/json", 422, "JSON object"),
     (json.dumps({"obs": 1}).encode(), "application/json", 422, "must be an object"),
-    (json.dumps({"obs": {}, "x": 1}).encode(), "application/json", 422, "exactly one field"),
+    (json.dumps({"obs": {}, "x": 1}).encode(), "application/json", 422, "optionally with \"session\""),
     (json.dumps(_with(extra=[1])).encode(), "application/json", 422, "exactly the keys"),
     (json.dumps(_with(state=[0.0, 1.0])).encode(), "application/json", 422, "list of 4 numbers"),
     (json.dumps(_with(state=[0.0, True, 0.0, 0.0])).encode(), "application/json", 422, "numbers"),

@@ -1,8 +1,8 @@
 """Behaviour cloning with a pretrained (or scratch) CNN backbone and a new task head.
 
 This file is the algorithm, top to bottom (its knobs, ``TrainConfig``, are in ``config.py``): ``train`` reads the
-demos through a ``DemoLoader``, split by episode; builds the policy; runs the loop (minibatch regression of the expert's actions,
-closed-loop validation on held-out seeds every few epochs, checkpoint = best rollout success). The parts live
+demos through a ``DemoLoader``, split by episode; builds the policy; runs the loop (minibatches of the expert's
+actions fitted with the policy head's loss, closed-loop validation on held-out seeds every few epochs, checkpoint = best rollout success). The parts live
 beside it, one concern each: ``features.py`` (frozen backbone or blocks: training runs on their output,
 computed once), ``optim.py`` (AdamW, cosine schedule, weight EMA), ``checkpoints.py`` (validation rollouts and
 the best-checkpoint rule), ``augment.py`` (random shift). The loader (``demos/loader.py``) keeps the decoded
@@ -58,6 +58,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.freeze_backbone and config.pooling == "spatial_softmax":
         raise ImitlabError("freeze_backbone trains the head alone, and spatial_softmax's keypoint layer is new: "
                            "freeze the pretrained blocks with freeze_blocks instead")
+    if config.history > 1 and (config.freeze_backbone or config.freeze_blocks):
+        raise ImitlabError("a frame history encodes windows of frames while training; it cannot train on frozen "
+                           "features cached once per frame: drop freeze_backbone/freeze_blocks or history")
+    if (config.nproc > 1 or under_launcher()) and (config.head != "mlp" or config.history > 1):
+        raise ImitlabError("--nproc trains the mlp head on single frames (its loss is summed over ranks as MSE): "
+                           "train gmm, chunk or history policies in one process")
     if config.nproc > 1 and not under_launcher():
         return launch(config, config.nproc)
     device = resolve_device(config.device)
@@ -94,9 +100,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if config.val_fraction > 0 and not len(val_eps):
             tqdm.write(f"val_fraction {config.val_fraction} of {len(demos.paths)} episodes rounds to no validation "
                        "episode: no validation loss (rollouts still choose the checkpoint)")
+    # A chunk head learns each frame's next actions; a frame history sees each frame's last ones.
+    windows = {"action_horizon": config.chunk_size if config.head == "chunk" else 1, "frame_history": config.history}
     train_data: DemoLoader | FrozenFeatures = demos.subset(train_eps, shuffle=True, batch_size=config.batch_size,
-                                                           seed=rng)
-    val_data: DemoLoader | FrozenFeatures | None = demos.subset(val_eps) if len(val_eps) and ranks.is_main else None
+                                                           seed=rng, **windows)
+    val_data: DemoLoader | FrozenFeatures | None = (demos.subset(val_eps, **windows) if len(val_eps) and ranks.is_main
+                                                    else None)
     state_mean, state_std = train_data.state_mean_std()
     train_data = ranks.shard(train_data)
 
@@ -106,7 +115,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         image_keys=image_keys,
         image_size=demos.image_shapes[image_keys[0]][0], state_dim=demos.state_dim, action_dim=demos.action_dim,
         head_hidden=tuple(config.head_hidden), state_mean=state_mean, state_std=state_std,
-        **category_fields(demos.categories, config.command_head),
+        **category_fields(demos.categories, config.command_head), head=config.head, gmm_modes=config.gmm_modes,
+        chunk_size=config.chunk_size, chunk_exec=config.chunk_exec, history=config.history,
     ))
     if config.init_policy:
         load_initial_weights(policy, Path(config.init_policy))
@@ -122,7 +132,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         policy.eval()
         # Read through a throwaway copy of the loader, so its decoded-image cache goes once the pass ends.
         one_pass = demos.subset(range(len(demos.paths)), shuffle=False, seed=0)
-        features = FrozenFeatures(policy, one_pass, whole_backbone=config.freeze_backbone)
+        features = FrozenFeatures(policy, one_pass, whole_backbone=config.freeze_backbone,
+                                  action_horizon=windows["action_horizon"])
         train_data = features.subset(train_eps, config.batch_size, rng)
         val_data = features.subset(val_eps, EVAL_BATCH) if len(val_eps) else None
     optimizer = make_optimizer(policy, config.head_lr, config.backbone_lr, config.weight_decay,
@@ -136,18 +147,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def batch_loss(model: ImagePolicy, batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
         if isinstance(batch, FeatureBatch):
             assert features is not None
-            moved = FeatureBatch(*(transfer(t, device) if isinstance(t, torch.Tensor)
+            moved = FeatureBatch(*(transfer(t, device) if isinstance(t, torch.Tensor) else t if t is None
                                    else tuple(transfer(x, device) for x in t) for t in batch))
             with autocast(device):
-                pred = model.head_forward(features.head_input(model, moved), moved.state, moved.categories)
+                outputs = model.head_outputs(features.head_input(model, moved), moved.state, moved.categories)
         else:
             imgs = [batch.images[k] for k in image_keys]
             if augment:  # on the CPU, in uint8, before the transfer
                 imgs = [random_shift(im, config.augment_shift, generator, **ranks.shift_rows(batch)) for im in imgs]
             inputs = [batch.state, *imgs, *(batch.categories[c.key] for c in demos.categories)]
             with autocast(device):
-                pred = model(*(transfer(t, device) for t in inputs))
-        return ranks.mse(pred.float(), transfer(batch.actions, device), batch)
+                outputs = model.outputs(*(transfer(t, device) for t in inputs))
+        actions = transfer(batch.actions, device)
+        if config.head == "mlp":  # a data-parallel rank's part of the global MSE (the plain MSE in one process)
+            return ranks.mse(outputs["action"].float(), actions, batch)
+        mask = None if batch.action_mask is None else transfer(batch.action_mask, device)
+        return model.loss({name: value.float() for name, value in outputs.items()}, actions, mask)
 
     val_envs = [make_env(dataset.env_id, **dataset.env_kwargs)  # ~1 s each on a busy machine: shown
                 for _ in tqdm(range(config.eval_episodes if ranks.is_main else 0), desc="validation envs",

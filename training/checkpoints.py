@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from imitlab.core.action_execution import Execution
 from imitlab.core.errors import ImitlabError
 from imitlab.evaluation.progress import RolloutBar
-from imitlab.evaluation.rollout import PolicyAgent, run_lockstep
+from imitlab.evaluation.rollout import policy_agent, run_lockstep
 from imitlab.policies import ImagePolicy, load_policy
 
 
@@ -21,7 +22,7 @@ def validate(policy: ImagePolicy, envs: list, seeds: list[int], progress: bool) 
     """Roll the policy out on ``seeds`` (one env each, in lockstep); success rate, mean return, env metrics."""
     policy.eval()
     with RolloutBar(len(seeds), "validation rollouts", disable=not progress) as bar:
-        results = run_lockstep(envs, PolicyAgent(policy.predict), seeds, progress=bar)
+        results = run_lockstep(envs, policy_agent(policy, Execution.of(policy.config.to_dict())), seeds, progress=bar)
     metrics: dict[str, float] = {
         "success_rate": float(np.mean([r.success for r in results])),
         "mean_return": float(np.mean([r.episode_return for r in results])),

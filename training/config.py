@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imitlab.core.action_execution import CHUNK_EXECS, HEADS
 from imitlab.core.config_fields import config_values
 from imitlab.core.config_files import write_toml
 from imitlab.core.errors import ImitlabError
@@ -60,7 +61,7 @@ class TrainConfig:
     backbone_lr: float = 3e-4
     """Learning rate of the backbone when fine-tuning (lower than the head's keeps pretrained features)."""
     head_lr: float = 1e-3
-    """Learning rate of the fusion head."""
+    """Learning rate of the fusion head (a ``chunk`` head's transformer trains at a tenth of it)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     batch_size: int = 64
@@ -86,7 +87,24 @@ class TrainConfig:
     memory_budget_mb: float = DEFAULT_BUDGET_MB
     """MiB of decoded demos allowed in memory; ``chunked`` streams in chunks that stay within it."""
     head_hidden: tuple[int, ...] = (256, 256)
-    """Hidden sizes of the fusion head."""
+    """Hidden sizes of the fusion head (``mlp`` and ``gmm``)."""
+    head: str = "mlp"
+    """Policy head: ``mlp`` (one action, MSE: the baseline), ``gmm`` (a mixture of ``gmm_modes`` Gaussians, negative
+    log-likelihood: keeps the modes of multimodal demos apart) or ``chunk`` (ACT-style transformer predicting the
+    next ``chunk_size`` actions from the image's spatial tokens and the state, L1). With category observations,
+    gmm and chunk heads need ``command_head concat``."""
+    gmm_modes: int = 5
+    """Mixture modes of the ``gmm`` head."""
+    chunk_size: int = 10
+    """Actions the ``chunk`` head predicts at once."""
+    chunk_exec: str = "ensemble"
+    """How the ``chunk`` head acts in validation rollouts and, unless ``imitlab eval --chunk-exec`` says
+    otherwise, after training: ``open`` (execute a whole chunk, then infer again) or ``ensemble`` (infer every
+    step and average the chunks that cover it, ACT's temporal ensembling)."""
+    history: int = 1
+    """Frames per camera the policy sees: the current one and the N-1 before it, encoded one by one by the shared
+    encoder and stacked for the head (the loader serves each sample's window of frames without copying the
+    dataset; the start of an episode repeats its first frame). Not with frozen-feature caches, DAgger or nproc."""
     command_head: str = "branched"
     """How a dataset's category observations (``Discrete`` keys, e.g. Town-v0's route ``command``) condition the
     policy: ``branched`` (one head per command, the command selects its output: conditional imitation learning,
@@ -125,7 +143,8 @@ class TrainConfig:
         """A value out of range is one line naming the knob, from a file, a flag or Python alike."""
         at_least = {"keypoints": 1, "freeze_blocks": 0, "batch_size": 1, "epochs": 1, "augment_shift": 0,
                     "eval_every": 1, "eval_episodes": 1, "patience": 0, "threads": 0, "memory_budget_mb": 0,
-                    "grad_clip_norm": 0, "max_nonfinite_steps": 1, "nproc": 1}
+                    "grad_clip_norm": 0, "max_nonfinite_steps": 1, "nproc": 1,
+                    "gmm_modes": 1, "chunk_size": 1, "history": 1}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ImitlabError(f"{name}: must be at least {low}, got {getattr(self, name)!r}")
@@ -136,7 +155,8 @@ class TrainConfig:
         from imitlab.policies.command import COMMAND_HEADS  # torch: only when a config is made
         from imitlab.policies.encoders import BACKBONES, POOLINGS
 
-        for name, choices in (("backbone", BACKBONES), ("pooling", POOLINGS), ("command_head", COMMAND_HEADS)):
+        for name, choices in (("backbone", BACKBONES), ("pooling", POOLINGS), ("command_head", COMMAND_HEADS),
+                              ("head", HEADS), ("chunk_exec", CHUNK_EXECS)):
             if getattr(self, name) not in choices:
                 raise ImitlabError(f"{name}: must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 

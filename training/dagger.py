@@ -39,6 +39,8 @@ def run_dagger(config: DaggerConfig) -> dict[str, Any]:
     out = Path(config.train.out)
     if config.train.resume:
         raise ImitlabError("--resume continues a behaviour-cloning run; a DAgger run cannot be resumed")
+    if config.train.history > 1:
+        raise ImitlabError("DAgger's rollouts act on one frame at a time; a policy with history > 1 cannot drive them")
     dataset = DemoDataset(config.train.dataset)
     # The folder is this run's alone: its DAgger episodes are never appended to an earlier run's.
     claim_out_dir(out, config.train.overwrite)

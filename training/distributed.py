@@ -38,6 +38,7 @@ class ShardBatch(NamedTuple):
     images: dict[str, torch.Tensor]
     actions: torch.Tensor
     categories: dict[str, torch.Tensor]
+    action_mask: torch.Tensor | None
     rows: torch.Tensor
     size: int
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from imitlab.demos.loader import DemoLoader
+from imitlab.demos.loader import DemoLoader, action_windows, episode_ends
 from imitlab.policies import ImagePolicy
 from imitlab.policies.device import transfer
 
@@ -28,6 +28,8 @@ class FeatureBatch(NamedTuple):
     features: tuple[torch.Tensor, ...]
     actions: torch.Tensor
     categories: tuple[torch.Tensor, ...]
+    action_mask: torch.Tensor | None = None
+    """With an action horizon > 1, which steps of each row's action window lie inside its episode."""
 
 
 class FrozenFeatures:
@@ -35,9 +37,11 @@ class FrozenFeatures:
     (no augmentation, no gradient) and held in memory. Used like a ``DemoLoader``: :meth:`subset` of episodes,
     and each ``iter()`` is one epoch of minibatches, shuffled by ``rng`` when there is one."""
 
-    def __init__(self, policy: ImagePolicy, loader: DemoLoader, whole_backbone: bool):
-        """``whole_backbone``: cache the encoder's output (the head trains alone); else its frozen blocks' output."""
+    def __init__(self, policy: ImagePolicy, loader: DemoLoader, whole_backbone: bool, action_horizon: int = 1):
+        """``whole_backbone``: cache the encoder's output (the head trains alone); else its frozen blocks' output.
+        ``action_horizon`` > 1 serves each row's next actions, as ``DemoLoader`` does (``loader`` serves one)."""
         self.whole_backbone = whole_backbone
+        self.action_horizon = action_horizon
         image_keys, category_keys = policy.config.image_keys, policy.config.category_keys
         device = next(policy.parameters()).device  # the cache stays where it was computed (on a GPU: its memory)
         parts = []
@@ -79,8 +83,14 @@ class FrozenFeatures:
 
     def __iter__(self) -> Iterator[FeatureBatch]:
         rows = np.arange(self.num_samples) if self.rng is None else self.rng.permutation(self.num_samples)
+        ends = episode_ends(self.lengths) if self.action_horizon > 1 else None
         for start in range(0, self.num_samples, self.batch_size):
-            yield _take(self.data, torch.from_numpy(rows[start:start + self.batch_size]))
+            batch = _take(self.data, torch.from_numpy(rows[start:start + self.batch_size]))
+            if ends is not None:
+                actions, mask = action_windows(self.data.actions.numpy(), ends, rows[start:start + self.batch_size],
+                                               self.action_horizon)
+                batch = batch._replace(actions=torch.from_numpy(actions), action_mask=torch.from_numpy(mask))
+            yield batch
 
 
 def _take(batch: FeatureBatch, rows: torch.Tensor) -> FeatureBatch:

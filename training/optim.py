@@ -9,15 +9,17 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from imitlab.policies import ImagePolicy
+from imitlab.policies.heads import LR_SCALES
 
 
 def make_optimizer(policy: ImagePolicy, head_lr: float, backbone_lr: float, weight_decay: float,
                    train_backbone: bool) -> torch.optim.AdamW:
-    """AdamW with one learning rate for the head and (when it trains) a lower one for the backbone.
+    """AdamW with one learning rate for the head (scaled by ``heads.LR_SCALES``: a chunk head's transformer trains
+    slower) and (when it trains) a lower one for the backbone.
 
     Fused: one kernel over all parameters; on CPU its step costs a third of the default per-parameter loop's
     (benchmarks/profile_train_step.py), which for nature_cnn is as much as the forward pass."""
-    groups = [{"name": "head", "params": list(policy.head_parameters()), "lr": head_lr}]
+    groups = [{"name": "head", "params": list(policy.head_parameters()), "lr": head_lr * LR_SCALES[policy.config.head]}]
     if train_backbone:
         groups.append({"name": "backbone", "params": list(policy.backbone_parameters()), "lr": backbone_lr})
     return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)

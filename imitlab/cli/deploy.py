@@ -61,6 +61,11 @@ def serve_cmd(
     request_timeout: float = typer.Option(10.0, min=0.001, help="Seconds per /act request before a 503."),
     max_body_kb: int = typer.Option(0, min=0, help="Request size limit in KiB (0: enough for the bundle's images)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    chunk_exec: Optional[str] = typer.Option(None, help="A chunk head's execution in a session: open or ensemble "
+                                             "(default: the bundle's)."),
+    sample: bool = typer.Option(False, help="A gmm head samples its mixture in a session (seeded by its seed)."),
+    max_sessions: int = typer.Option(256, min=1, help="Client episodes (sessions) kept; the least recently used "
+                                     "is forgotten beyond that."),
 ) -> None:
     """Serve a bundle over HTTP: POST /act, GET /health, /ready, /spec, /metrics."""
     from imitlab.deploy.http_guard import LOOPBACK_HOSTS
@@ -69,6 +74,7 @@ def serve_cmd(
     hosts = tuple(allow_host) or (*LOOPBACK_HOSTS, host)
     settings = ServerSettings(model=model, token=token or None, allowed_hosts=hosts,
                               max_body_bytes=max_body_kb * 1024 or None, max_concurrency=max_concurrency,
-                              request_timeout_s=request_timeout)
+                              request_timeout_s=request_timeout, chunk_exec=chunk_exec, sample=sample,
+                              max_sessions=max_sessions)
     serve(bundle, host=host, port=port, settings=settings, log_level=log_level)
 

@@ -34,19 +34,25 @@ def evaluate_cmd(
                                "present). The default keeps results identical from machine to machine."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (`auto`: the running cluster; default: "
                                           "start a local Ray instance)."),
+    chunk_exec: Optional[str] = typer.Option(None, help="A chunk head's execution: `open` (a whole chunk, then "
+                                             "infer again) or `ensemble` (ACT's temporal ensembling; default: the "
+                                             "policy's own)."),
+    sample: bool = typer.Option(False, help="A gmm head samples its mixture (seeded per episode) instead of acting "
+                                "on the most likely mode."),
 ) -> None:
     """Closed-loop evaluation on held-out seeds: success rate with a 95 % Wilson interval, metrics, videos.
 
     An episode whose worker raises, crashes or hangs, or whose simulation goes unstable, is an error: counted
     apart, never as a failure. Ctrl-C or SIGTERM writes a partial report of the finished episodes."""
     from imitlab.agents import EXPERT, resolve_agent
+    from imitlab.core.action_execution import ActOptions
     from imitlab.core.fsio import check_out_dir
     from imitlab.evaluation.evaluate import EvaluationInterrupted, evaluate_to_folder, summary_line
 
     if out is None:
         out = Path(agent) / "eval" if agent != EXPERT else Path("runs") / "eval-expert"
     check_out_dir(out, overwrite)  # before loading anything
-    spec = resolve_agent(agent, env, parse_env_kwargs(env_arg, image_size), device)
+    spec = resolve_agent(agent, env, parse_env_kwargs(env_arg, image_size), device, ActOptions(chunk_exec, sample))
     seeds = list(range(seed_start, seed_start + episodes))
     offline = None
     if offline_episodes or offline_demos:

@@ -1,6 +1,7 @@
 """Checking an observation against what a policy takes; shared by the torch policy and the torch-free runtime.
 
-A policy takes a float ``state`` vector (D,), uint8 (S, S, 3) images under its image keys and, if it has any,
+A policy takes a float ``state`` vector (D,), uint8 (S, S, 3) images under its image keys ((N, S, S, 3) with a
+history of N frames) and, if it has any,
 one integer per category key (a ``Discrete`` observation such as Town-v0's route command, a scalar); a batch adds
 a leading dimension to every entry. Callers get batched, contiguous numpy arrays or one clear error.
 """
@@ -38,19 +39,20 @@ class Category(NamedTuple):
 
 
 def check_observation(obs: Mapping[str, Any], image_keys: Sequence[str], image_size: int,
-                      state_dim: int, categories: Sequence[Category] = ()) -> CheckedObservation:
-    """``obs`` (single or batched) -> batched float32 state (B, D), uint8 images (B, S, S, 3) and int64 categories
-    (B,), or ObservationError."""
+                      state_dim: int, categories: Sequence[Category] = (), frames: int = 1) -> CheckedObservation:
+    """``obs`` (single or batched) -> batched float32 state (B, D), uint8 images (B, S, S, 3) (or (B, N, S, S, 3)
+    for a policy that sees ``frames`` N > 1, oldest first) and int64 categories (B,), or ObservationError."""
     missing = [k for k in ("state", *image_keys, *(c.key for c in categories)) if k not in obs]
     if missing:
         raise ObservationError(f"observation lacks keys {missing} the policy needs (has {sorted(obs)})")
+    frame = (image_size, image_size, 3) if frames == 1 else (frames, image_size, image_size, 3)
     first = np.asarray(obs[image_keys[0]])
-    single = first.ndim == 3
-    batch = 1 if single else (first.shape[0] if first.ndim == 4 else -1)
+    single = first.ndim == len(frame)
+    batch = 1 if single else (first.shape[0] if first.ndim == len(frame) + 1 else -1)
     images: dict[str, np.ndarray] = {}
     for key in image_keys:
         image = np.asarray(obs[key])
-        expected = (image_size, image_size, 3) if single else (batch, image_size, image_size, 3)
+        expected = frame if single else (batch, *frame)
         if image.dtype != np.uint8 or image.shape != expected:
             raise ObservationError(f"observation {key!r} is {image.dtype} {image.shape}, "
                                    f"the policy expects uint8 {expected}")
