@@ -157,10 +157,10 @@ class _NanOnnx:
     def __init__(self, policy) -> None:
         self.policy = policy
 
-    def predict(self, obs):
-        actions = self.policy.predict(obs).copy()
-        actions[-1, 0] = np.nan
-        return actions
+    def predict_outputs(self, obs):
+        outputs = {name: value.copy() for name, value in self.policy.predict_outputs(obs).items()}
+        outputs["action"][-1, 0] = np.nan
+        return outputs
 
 
 def test_parity_is_nan_when_either_side_gives_nan(tiny_run):

@@ -39,8 +39,9 @@ def assert_same_episode(a: Episode, b: Episode) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-def record_killing_one_worker(out: Path, kill, **options) -> RecordSummary:
-    """Record ``tiny_demos``' seeds in a thread; once the first episode is on disk, ``kill()`` one busy worker."""
+def record_killing_one_worker(out: Path, kill, after_first_episode: bool = True, **options) -> RecordSummary:
+    """Record ``tiny_demos``' seeds in a thread and ``kill()`` one busy worker (it returns whether it found one):
+    once the first episode is on disk, or with ``after_first_episode`` off as soon as a worker is busy."""
     result: dict[str, RecordSummary | BaseException] = {}
 
     def run() -> None:
@@ -53,12 +54,14 @@ def record_killing_one_worker(out: Path, kill, **options) -> RecordSummary:
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 240
-    while not list((out / "episodes").glob("demo_*.hdf5")) and thread.is_alive() and time.monotonic() < deadline:
+    killed = False
+    while not killed and thread.is_alive() and time.monotonic() < deadline:
+        if not after_first_episode or list((out / "episodes").glob("demo_*.hdf5")):
+            killed = kill()
         time.sleep(0.02)
-    killed = kill()
     thread.join(timeout=240)
     assert "error" not in result, result.get("error")
-    assert killed, "no busy worker to kill: the recording ended before its first episode was written"
+    assert killed, "no busy worker to kill: the recording ended first"
     return result["summary"]  # type: ignore[return-value]
 
 

@@ -54,7 +54,7 @@ def test_only_allowed_host_headers_are_served(tiny_bundle):
 
 
 class GatedPolicy:
-    """The bundle's policy, whose predict waits until the test opens the gate: a model that takes its time."""
+    """The bundle's policy, whose model call waits until the test opens the gate: a model that takes its time."""
 
     def __init__(self, bundle: Path) -> None:
         self.inner = load_bundle(bundle)
@@ -65,10 +65,10 @@ class GatedPolicy:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def predict(self, obs):
+    def predict_outputs(self, obs):  # what the server's /act runs
         self.entered.set()
         self.gate.wait(timeout=30)
-        return self.inner.predict(obs)
+        return self.inner.predict_outputs(obs)
 
 
 def test_busy_slots_answer_503_at_once_and_health_is_never_blocked(tiny_bundle):
@@ -81,8 +81,12 @@ def test_busy_slots_answer_503_at_once_and_health_is_never_blocked(tiny_bundle):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             first = asyncio.create_task(client.post("/act", json=_body()))
-            while not policy.entered.is_set():
-                await asyncio.sleep(0.01)  # until the first request is at work in the slot
+            for _ in range(3000):  # until the first request is at work in the slot (30 s at most)
+                if policy.entered.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert policy.entered.is_set(), "the first /act never reached the model"
+
             assert (await client.get("/health")).status_code == 200  # the loop is free while the model works
             busy = await client.post("/act", json=_body(1))
             assert busy.status_code == 503 and "busy" in busy.json()["detail"]
