@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from imitlab.core.errors import ImitlabError
 from imitlab.evaluation.workers import (MAX_STARTUP_FAILURES, STARTUP_TIMEOUT_S, EpisodePool, ErrorResult, R,
-                                        RunnerFactory, Task, exception_reason, run_task)
+                                        RunnerFactory, Task, WorkerSlot, exception_reason, run_task)
 
 try:
     import ray
@@ -49,20 +49,11 @@ class _RunnerActor:
         return run_task(self.runner, task, self.errored)
 
 
-@dataclass
-class _Actor:
+@dataclass(kw_only=True)
+class _Actor(WorkerSlot):
     handle: Any
     ref: Any
     """The reference awaited: ``ready`` while starting, then the running task's result (None while idle)."""
-    started: float
-    ready: bool = False
-    task: Task | None = None
-    deadline: float = 0.0
-
-    def due(self) -> float | None:
-        if not self.ready:
-            return self.started + STARTUP_TIMEOUT_S
-        return self.deadline if self.task is not None else None
 
 
 class RayEpisodePool(EpisodePool[R]):
@@ -93,7 +84,7 @@ class RayEpisodePool(EpisodePool[R]):
     def _top_up(self, needed: int) -> None:
         while len(self._actors) < min(self.size, needed):
             handle = self._actor_class.remote(self.factory, self.errored)
-            self._actors.append(_Actor(handle, handle.ready.remote(), time.monotonic()))
+            self._actors.append(_Actor(handle=handle, ref=handle.ready.remote(), started=time.monotonic()))
 
     def _wait(self) -> Iterator[R]:
         """Block until a result, a death or the nearest deadline; yield the results that came of it."""

@@ -95,10 +95,10 @@ def _worker_main(conn: Connection, factory: RunnerFactory[Any], errored: ErrorRe
         conn.send(("result", run_task(runner, task, errored)))
 
 
-@dataclass
-class _Worker:
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
+@dataclass(kw_only=True)
+class WorkerSlot:
+    """One worker as a pool sees it: starting, idle, or running one task under a deadline."""
+
     started: float
     ready: bool = False
     task: Task | None = None
@@ -109,6 +109,12 @@ class _Worker:
         if not self.ready:
             return self.started + STARTUP_TIMEOUT_S
         return self.deadline if self.task is not None else None
+
+
+@dataclass(kw_only=True)
+class _Worker(WorkerSlot):
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
 
 
 def _death_reason(process: multiprocessing.process.BaseProcess) -> str:
@@ -186,7 +192,7 @@ class EpisodePool(Generic[R]):
                                             daemon=True)
             process.start()
             child.close()
-            self._workers.append(_Worker(process, parent, time.monotonic()))
+            self._workers.append(_Worker(process=process, conn=parent, started=time.monotonic()))
 
     def _wait(self) -> Iterator[R]:
         """Block until a message, a death or the nearest deadline; yield the results that came of it."""

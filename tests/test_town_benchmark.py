@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +19,9 @@ from imitlab.evaluation.town_benchmark import CONDITIONS, SEED_STRIDE, TASKS, se
 from imitlab.policies.io import save_policy
 from imitlab.policies.policy import ImagePolicy, PolicyConfig
 
+from test_cli_errors import run_cli
+
 SIZE = 36  # the smallest camera nature_cnn takes
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from imitlab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["imitlab", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code if isinstance(exit_info.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
