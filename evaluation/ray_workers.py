@@ -13,9 +13,8 @@ shared).
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from imitlab.core.errors import ImitlabError
 from imitlab.evaluation.workers import (MAX_STARTUP_FAILURES, STARTUP_TIMEOUT_S, EpisodePool, ErrorResult, R,
@@ -70,16 +69,11 @@ class RayEpisodePool(EpisodePool[R]):
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_RunnerActor)
         self._actors: list[_Actor] = []
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[R]:
-        pending = deque(tasks)
-        while pending or self._requeued or any(a.task is not None for a in self._actors):
-            self._top_up(len(pending) + len(self._requeued) + sum(a.task is not None for a in self._actors))
-            for actor in self._actors:
-                if actor.ready and actor.task is None and (self._requeued or pending):
-                    actor.task = (self._requeued or pending).popleft()
-                    actor.ref = actor.handle.run.remote(actor.task)
-                    actor.deadline = time.monotonic() + self._timeout
-            yield from self._wait()
+    def _slots(self) -> list[WorkerSlot]:
+        return self._actors
+
+    def _dispatch(self, actor: _Actor) -> None:  # type: ignore[override]
+        actor.ref = actor.handle.run.remote(actor.task)
 
     def _top_up(self, needed: int) -> None:
         while len(self._actors) < min(self.size, needed):

@@ -173,17 +173,25 @@ class EpisodePool(Generic[R]):
     def run(self, tasks: Iterable[Task]) -> Iterator[R]:
         """Run ``(seed, with_video)`` tasks; every task yields exactly one result, an error if it could not run."""
         pending = deque(tasks)
-        while pending or self._requeued or any(w.task is not None for w in self._workers):
-            self._top_up(len(pending) + len(self._requeued) + sum(w.task is not None for w in self._workers))
-            for worker in self._workers:
+        while pending or self._requeued or any(w.task is not None for w in self._slots()):
+            self._top_up(len(pending) + len(self._requeued) + sum(w.task is not None for w in self._slots()))
+            for worker in self._slots():
                 if worker.ready and worker.task is None and (self._requeued or pending):
                     worker.task = (self._requeued or pending).popleft()
                     worker.deadline = time.monotonic() + self._timeout
-                    try:
-                        worker.conn.send(worker.task)
-                    except OSError:  # it died since the last look: _wait finds it dead and handles its task
-                        pass
+                    self._dispatch(worker)
             yield from self._wait()
+
+    def _slots(self) -> list[WorkerSlot]:
+        """The workers as the scheduling loop of ``run`` sees them (the Ray pool's are actors)."""
+        return self._workers
+
+    def _dispatch(self, worker: _Worker) -> None:
+        """Hand a worker the task ``run`` just gave it."""
+        try:
+            worker.conn.send(worker.task)
+        except OSError:  # it died since the last look: _wait finds it dead and handles its task
+            pass
 
     def _top_up(self, needed: int) -> None:
         while len(self._workers) < min(self.size, needed):
