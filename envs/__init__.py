@@ -24,6 +24,7 @@ from imitlab.envs.kwargs import check_env_kwargs  # noqa: E402
 #: Task id -> entry point; every id here is registered with Gymnasium on import.
 TASKS: dict[str, str] = {
     "imitlab/LaneFollow-v0": "imitlab.envs.driving:LaneFollowEnv",
+    "imitlab/Detour-v0": "imitlab.envs.detour:DetourEnv",
     "imitlab/Reach-v0": "imitlab.envs.manipulation:ReachEnv",
     "imitlab/Push-v0": "imitlab.envs.manipulation:PushEnv",
     "imitlab/PickPlace-v0": "imitlab.envs.manipulation:PickPlaceEnv",

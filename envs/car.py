@@ -101,11 +101,15 @@ class Car:
 
     def footprint(self) -> np.ndarray:
         """The chassis' four corners in world x, y, shape (4, 2)."""
-        yaw = self.yaw
-        forward = np.array([np.cos(yaw), np.sin(yaw)])
-        left = np.array([-forward[1], forward[0]])
-        signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], dtype=np.float64)
-        return self.xy + signs[:, :1] * HALF_LENGTH * forward + signs[:, 1:] * HALF_WIDTH * left
+        return box_corners(self.xy, self.yaw, HALF_LENGTH, HALF_WIDTH)
+
+
+def box_corners(xy: np.ndarray, heading: float, half_length: float, half_width: float) -> np.ndarray:
+    """The four corners (4, 2), in order around it, of a rectangle centred at ``xy`` whose long axis is ``heading``."""
+    forward = np.array([np.cos(heading), np.sin(heading)])
+    left = np.array([-forward[1], forward[0]])
+    signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], dtype=np.float64)
+    return xy + signs[:, :1] * half_length * forward + signs[:, 1:] * half_width * left
 
 
 def pure_pursuit_steer(car: Car, target: np.ndarray) -> float:

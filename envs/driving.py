@@ -55,6 +55,8 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                  "brake": (1, (-0.05,), ("brake", "no brake"))}
     #: Names of the ``state`` dimensions (see STATE_LOW), for statistics and video overlays.
     STATE_LABELS = ("speed", "yaw_rate", "steer_angle", "prev_throttle")
+    #: Lateral offset (m, left positive) of the line the car starts on and ``lateral_offset`` is measured from.
+    DRIVING_OFFSET = LANE_OFFSET
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         road_texture.builtin = mujoco.mjtBuiltin.mjBUILTIN_NONE
         road_texture.nchannel = 4
         road_texture.data = bytes(road_texture.width * road_texture.height * 4)
+        self._add_to_scene(spec)
         self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self.car = Car(self.model, self.data)
@@ -127,11 +130,11 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         rng = self.np_random
-        self.road = Road.generate(rng, self.route_length)
+        self.road = self._generate_road(rng)
         self.perturber.begin_episode(seed, options)
         self._paint_road(rng)
 
-        offset = LANE_OFFSET + float(rng.uniform(-0.3, 0.3))
+        offset = self.DRIVING_OFFSET + float(rng.uniform(-0.3, 0.3))
         xy, heading = self.road.pose(0.0, offset)
         self.car.reset(xy, heading + float(rng.uniform(-0.05, 0.05)))
 
@@ -182,6 +185,13 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
+    def _add_to_scene(self, spec: mujoco.MjSpec) -> None:
+        """Add a variant's bodies or geoms to the scene before it is compiled (a plain road adds nothing)."""
+
+    def _generate_road(self, rng: np.random.Generator) -> Road:
+        """This episode's road (a variant may shape its start)."""
+        return Road.generate(rng, self.route_length)
+
     def _paint_road(self, rng: np.random.Generator) -> None:
         """Paint this episode's road over the grass and upload what changed to every renderer's GL texture."""
         assert self.road is not None
@@ -218,5 +228,5 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return {
             "is_success": bool(success),
             "route_completion": float(np.clip(self._s / self.route_length, 0.0, 1.0)),
-            "lateral_offset": float(d - LANE_OFFSET),
+            "lateral_offset": float(d - self.DRIVING_OFFSET),
         }

@@ -44,9 +44,13 @@ class LaneFollowExpert:
         speed = env.car.forward_speed
         s = road.project(rear_axle(env.car)).s
         lookahead = float(np.clip(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE))
-        target, _ = road.pose(s + lookahead, LANE_OFFSET)
+        target, _ = road.pose(s + lookahead, self._offset(s + lookahead))
         throttle = self._speed(self._target_speed(s, speed), speed)
         return np.array([pure_pursuit_steer(env.car, target), throttle], dtype=np.float32)
+
+    def _offset(self, s: float) -> float:
+        """The lateral offset (m, left positive) to drive at arc length ``s``: the right lane's centre."""
+        return LANE_OFFSET
 
     def _target_speed(self, s: float, speed: float) -> float:
         road = self.env.road

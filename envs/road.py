@@ -66,14 +66,16 @@ class Road:
         rng: np.random.Generator,
         route_length: float = 150.0,
         radius_range: tuple[float, float] = (15.0, 60.0),
+        first_straight: tuple[float, float] = (8.0, 20.0),
     ) -> Road:
-        """A random road: a straight start, then alternating arcs (random radius, angle, side) and straights.
+        """A random road: a straight start (``first_straight`` metres of route), then alternating arcs (random
+        radius, angle, side) and straights.
 
         The centre-line is centred on the origin, so it lies within ``(LEAD_IN + route_length + TAIL) / 2``
         of it along both axes (the textured ground plane is sized from that).
         """
         total = LEAD_IN + route_length + TAIL
-        segments: list[tuple[float, float]] = [(LEAD_IN + rng.uniform(8.0, 20.0), 0.0)]  # (length, curvature)
+        segments: list[tuple[float, float]] = [(LEAD_IN + rng.uniform(*first_straight), 0.0)]  # (length, curvature)
         length, heading = segments[0][0], 0.0
         while length < total:
             radius = rng.uniform(*radius_range)

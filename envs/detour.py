@@ -1,0 +1,120 @@
+"""Detour: LaneFollow's car and road with a barrier across the middle of the road, to be passed on either side.
+
+The task is built to be multimodal. The privileged expert passes the barrier on the left or on the right, as a
+coin drawn from the episode's seed says; both sides are free road, and nothing the car observes tells which side
+the coin chose. Demonstrations therefore hold two equally likely actions for one observation, and their average
+(what a policy trained with MSE learns) drives straight into the barrier.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import mujoco
+import numpy as np
+
+from imitlab.envs.car import box_corners
+from imitlab.envs.driving import OFFROAD_PENALTY, LaneFollowEnv
+from imitlab.envs.kwargs import EnvArgumentError
+from imitlab.envs.road import Road
+
+if TYPE_CHECKING:
+    from imitlab.envs.detour_expert import DetourExpert
+
+#: Barrier half extents (m): along the road, across it, and its height; its centre sits on the road's centre-line.
+OBSTACLE_HALF_SIZE = (0.5, 1.0, 0.8)
+OBSTACLE_RGBA = (0.95, 0.55, 0.05, 1.0)
+#: Route arc length (m) of the barrier's centre, drawn per episode; the road is straight from the start to
+#: ``STRAIGHT_PAST`` metres beyond it, so the barrier is seen head-on and passed on a straight.
+OBSTACLE_S = (30.0, 38.0)
+STRAIGHT_PAST = 20.0
+#: Shortest route: the car must have room to come back to the centre after the barrier.
+MIN_ROUTE_LENGTH = OBSTACLE_S[1] + STRAIGHT_PAST
+#: Penalty on hitting the barrier, which ends the episode (as leaving the road does).
+COLLISION_PENALTY = OFFROAD_PENALTY
+
+
+class DetourEnv(LaneFollowEnv):
+    """Drive along the road's centre-line, pass a barrier that blocks it, and reach the route end.
+
+    Observation, action and reward as LaneFollow-v0 (the car drives on the centre-line here, and ``lateral_offset``
+    is measured from it), minus ``COLLISION_PENALTY`` when the chassis touches the barrier, which terminates the
+    episode. ``info`` adds ``collision``. The barrier stands ``OBSTACLE_S`` metres along a straight route start;
+    ``pass_side`` (+1 left, -1 right, a per-seed coin) is privileged: only the expert reads it.
+    """
+
+    METRICS = {**LaneFollowEnv.METRICS, "collision": "last"}
+    DRIVING_OFFSET = 0.0
+
+    def __init__(
+        self,
+        image_size: int = 72,
+        render_mode: str | None = None,
+        time_limit_s: float = 20.0,
+        route_length: float = 70.0,
+        perturb: Mapping[str, int] | None = None,
+    ):
+        self.check_kwargs({"route_length": route_length})
+        super().__init__(image_size, render_mode, time_limit_s, route_length, perturb)
+        self._obstacle_body = self.model.body("obstacle").id
+        self.obstacle_s = 0.0
+        self.pass_side = 1.0
+        self._obstacle_corners = np.zeros((4, 2))
+
+    @classmethod
+    def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
+        """A route too short to pass the barrier and return is one line (``check_env_kwargs`` calls this)."""
+        default = inspect.signature(cls.__init__).parameters["route_length"].default
+        route_length = kwargs.get("route_length", default)
+        if isinstance(route_length, (int, float)) and not route_length >= MIN_ROUTE_LENGTH:
+            raise EnvArgumentError(f"imitlab/Detour-v0: route_length={route_length!r} must be at least "
+                                   f"{MIN_ROUTE_LENGTH:g} m (the barrier stands up to {OBSTACLE_S[1]:g} m along it)")
+
+    def make_expert(self) -> DetourExpert:
+        """The privileged expert that passes on ``pass_side`` (imported here: it imports this module)."""
+        from imitlab.envs.detour_expert import DetourExpert
+
+        return DetourExpert(self)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        if info["collision"] and not terminated:
+            reward -= COLLISION_PENALTY
+            terminated, truncated = True, False
+        return obs, reward, terminated, truncated, info
+
+    def _add_to_scene(self, spec: mujoco.MjSpec) -> None:
+        # A mocap body: the car's reset (mj_resetData) puts it where body_pos says, and kinematics moves its geom.
+        body = spec.worldbody.add_body(name="obstacle", mocap=True)
+        body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=list(OBSTACLE_HALF_SIZE), rgba=list(OBSTACLE_RGBA),
+                      contype=0, conaffinity=0)
+
+    def _generate_road(self, rng: np.random.Generator) -> Road:
+        """Draw the barrier's place and the expert's side, then a road that is straight well past the barrier,
+        and stand the barrier on it."""
+        self.obstacle_s = float(rng.uniform(*OBSTACLE_S))
+        self.pass_side = 1.0 if rng.random() < 0.5 else -1.0
+        straight = self.obstacle_s + STRAIGHT_PAST
+        road = Road.generate(rng, self.route_length, first_straight=(straight, straight + 10.0))
+        xy, heading = road.pose(self.obstacle_s)
+        self.model.body_pos[self._obstacle_body] = (xy[0], xy[1], OBSTACLE_HALF_SIZE[2])
+        self.model.body_quat[self._obstacle_body] = (np.cos(heading / 2), 0.0, 0.0, np.sin(heading / 2))
+        self._obstacle_corners = box_corners(xy, heading, OBSTACLE_HALF_SIZE[0], OBSTACLE_HALF_SIZE[1])
+        return road
+
+    def _info(self, d: float, success: bool) -> dict[str, Any]:
+        collision = rectangles_overlap(self.car.footprint(), self._obstacle_corners)
+        return {**super()._info(d, success and not collision), "collision": collision}
+
+
+def rectangles_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two rectangles (corners (4, 2) in order around each) overlap: no edge normal separates them."""
+    for corners in (a, b):
+        for edge in (corners[1] - corners[0], corners[2] - corners[1]):
+            axis = np.array([-edge[1], edge[0]])
+            pa, pb = a @ axis, b @ axis
+            if pa.max() < pb.min() or pb.max() < pa.min():
+                return False
+    return True

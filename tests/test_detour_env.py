@@ -1,0 +1,108 @@
+"""Detour-v0: seeded layout and hidden coin, the expert passes on the coin's side, the average of both sides hits
+the barrier (why the task is multimodal), and bad arguments are one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from imitlab.envs import make_env
+from imitlab.envs.detour import MIN_ROUTE_LENGTH, DetourEnv
+from imitlab.envs.detour_expert import DetourExpert
+
+from test_cli_errors import one_error_line, run_cli
+
+SIZE = 16  # the smallest camera: these tests are about geometry, not pixels
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[DetourEnv]:
+    env = DetourEnv(image_size=SIZE)
+    yield env
+    env.close()
+
+
+def drive(env: DetourEnv, seed: int, act) -> tuple[dict, float]:
+    """One episode under ``act(obs)``: the last info and the largest lateral offset, signed."""
+    obs, info = env.reset(seed=seed)
+    widest = 0.0
+    while True:
+        obs, _, terminated, truncated, info = env.step(act(obs))
+        if abs(info["lateral_offset"]) > abs(widest):
+            widest = info["lateral_offset"]
+        if terminated or truncated:
+            return info, widest
+
+
+def test_same_seed_same_layout_and_frames(env: DetourEnv) -> None:
+    actions = np.random.default_rng(0).uniform(-0.3, 1.0, (10, 2)).astype(np.float32)
+    other = DetourEnv(image_size=SIZE)
+    try:
+        for instance in (env, other):
+            instance.reset(seed=3)
+        assert (env.obstacle_s, env.pass_side) == (other.obstacle_s, other.pass_side)
+        for action in actions:
+            obs_a, reward_a, *_ = env.step(action)
+            obs_b, reward_b, *_ = other.step(action)
+            np.testing.assert_array_equal(obs_a["image"], obs_b["image"])
+            assert reward_a == reward_b
+    finally:
+        other.close()
+    sides = set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        sides.add(env.pass_side)
+    assert sides == {-1.0, 1.0}
+
+
+def test_expert_passes_on_the_hidden_side(env: DetourEnv) -> None:
+    expert = DetourExpert(env)
+    seeds = {}
+    for seed in range(20):  # the first two seeds of each side
+        env.reset(seed=seed)
+        if len([s for s in seeds.values() if s == env.pass_side]) < 2:
+            seeds[seed] = env.pass_side
+    assert sorted(seeds.values()) == [-1.0, -1.0, 1.0, 1.0]
+    for seed, side in seeds.items():
+        expert.reset()
+        info, widest = drive(env, seed, expert.act)
+        assert info["is_success"] and not info["collision"], (seed, info)
+        assert np.sign(widest) == side and abs(widest) > 2.0
+
+
+def test_the_average_of_both_sides_hits_the_barrier(env: DetourEnv) -> None:
+    left, right = DetourExpert(env), DetourExpert(env)  # each keeps its own throttle ramp
+
+    def average(obs: dict) -> np.ndarray:
+        coin = env.pass_side
+        env.pass_side = 1.0
+        a = left.act(obs)
+        env.pass_side = -1.0
+        b = right.act(obs)
+        env.pass_side = coin
+        return (a + b) / 2
+
+    for seed in (0, 1):
+        left.reset()
+        right.reset()
+        info, _ = drive(env, seed, average)
+        assert info["collision"] and not info["is_success"]
+        assert 0.2 < info["route_completion"] < 0.7  # stopped at the barrier, not elsewhere
+
+
+def test_metrics_name_the_collision() -> None:
+    assert DetourEnv.METRICS["collision"] == "last"
+    env = make_env("imitlab/Detour-v0", image_size=SIZE)
+    _, info = env.reset(seed=0)
+    assert info["collision"] is False and abs(info["lateral_offset"]) <= 0.31  # starts on the centre-line
+    env.close()
+
+
+def test_short_route_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "demos"
+    code, _, err = run_cli(monkeypatch, capsys, "record", "--env", "imitlab/Detour-v0", "--episodes", "1",
+                           "--out", str(out), "--env-arg", "route_length=40")
+    assert code == 1 and f"route_length=40 must be at least {MIN_ROUTE_LENGTH:g} m" in one_error_line(err)
+    assert not out.exists()
