@@ -1,7 +1,7 @@
 """``imitlab demos ...``: inspect, audit, watch, reshape and convert demonstration datasets.
 
 No command changes an input dataset's episode files: merge, filter and import write new folders, export
-writes a new file, and split only (re)writes the dataset's ``masks.json``.
+writes a new file (robomimic) or folder (LeRobot), and split only (re)writes the dataset's ``masks.json``.
 """
 
 from __future__ import annotations
@@ -263,4 +263,36 @@ def import_robomimic_cmd(
     from imitlab.demos.interop import import_robomimic
 
     ds = import_robomimic(file, out, env_id, assume_success)
+    typer.echo(f"wrote {len(ds)} episodes to {ds.path}")
+
+
+@demos_app.command("export-lerobot")
+def export_lerobot_cmd(
+    dataset: Path = DATASET,
+    out: Path = typer.Option(..., help="New LeRobotDataset folder (meta/, data/, videos/)."),
+    vcodec: str = typer.Option("libsvtav1", help="Video codec: libsvtav1 (AV1, LeRobot's default) or libx264."),
+    crf: int = typer.Option(30, min=0, max=51, help="Video quality, lower is closer to the frames (LeRobot: 30)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Write the dataset in LeRobot's format (LeRobotDataset v3.0: parquet frames, an mp4 per camera, meta/)."""
+    from imitlab.demos.lerobot_export import export_lerobot
+
+    summary = export_lerobot(_open(dataset), out, overwrite, vcodec, crf)
+    typer.echo(f"wrote {summary.episodes} episodes, {summary.frames} frames, cameras "
+               f"{', '.join(summary.cameras) or 'none'} to {summary.path}")
+
+
+@demos_app.command("import-lerobot")
+def import_lerobot_cmd(
+    source: Path = typer.Argument(..., help="LeRobotDataset v3.0 folder (with meta/info.json)."),
+    out: Path = typer.Option(..., help="New dataset folder."),
+    env_id: Optional[str] = typer.Option(None, help="The env its episodes belong to (default: an export's own, "
+                                                    "else info.json's robot_type)."),
+    assume_success: bool = typer.Option(False, help="Mark a foreign dataset's episodes successful."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Convert a LeRobotDataset folder into a new dataset folder (camera frames decoded from its videos)."""
+    from imitlab.demos.lerobot_import import import_lerobot
+
+    ds = import_lerobot(source, out, env_id, assume_success, overwrite)
     typer.echo(f"wrote {len(ds)} episodes to {ds.path}")
