@@ -174,7 +174,8 @@ class _CameraFiles:
         self.stats.merge(episode_stats)
         prefix = f"videos/{self.feature}"
         return {f"{prefix}/chunk_index": self.cursor.chunk_index, f"{prefix}/file_index": self.cursor.file_index,
-                f"{prefix}/from_timestamp": start / self.fps, f"{prefix}/to_timestamp": (start + len(frames)) / self.fps,
+                f"{prefix}/from_timestamp": start / self.fps,
+                f"{prefix}/to_timestamp": (start + len(frames)) / self.fps,
                 "stats": episode_stats.stats()}
 
     def close(self) -> None:
