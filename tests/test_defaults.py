@@ -1,5 +1,5 @@
-"""Defaults that should not surprise: files follow the user's umask (a bundle deployed under umask 022 is
-readable by another user), and merging a dataset with itself is refused."""
+"""Defaults that should not surprise: files follow the user's umask (a bundle deployed, or a checkpoint or report
+written, under umask 022 is readable by another user), and merging a dataset with itself is refused."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from imitlab.demos.edit import merge
 from imitlab.demos.synthetic import write_synthetic_dataset
 from imitlab.deploy.bundle import _publish
 from imitlab.core.errors import ImitlabError
+from imitlab.core.fsio import publish_dir, staging_dir
 from imitlab.policies import ImagePolicy, PolicyConfig, save_policy
 
 
@@ -45,6 +46,16 @@ def test_a_published_bundle_follows_the_umask_not_mkdtemp_and_safetensors(umask,
                      "bundle.json": file_mode}
     if mask == 0o022:
         assert all(mode & stat.S_IROTH for mode in modes.values())  # another user can read every file
+
+
+def test_a_published_run_folder_follows_the_umask(umask, tmp_path):
+    """Training checkpoints and evaluation reports are staged in mkdtemp folders and published by publish_dir."""
+    umask(0o022)
+    target = tmp_path / "run" / "checkpoint"
+    staging = staging_dir(target)
+    save_file({"w": torch.zeros(2)}, str(staging / "tensors.safetensors"))  # 0600
+    publish_dir(staging, target)
+    assert _modes(target) == {".": 0o755, "tensors.safetensors": 0o644}
 
 
 def test_a_saved_policy_is_readable_by_others_under_umask_022(umask, tmp_path):

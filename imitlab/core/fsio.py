@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imitlab.core.errors import ImitlabError
+from imitlab.core.permissions import apply_umask
 
 
 def fsync_dir(path: Path) -> None:
@@ -69,8 +70,10 @@ def staging_dir(target: Path) -> Path:
 
 
 def publish_dir(staging: Path, target: Path) -> None:
-    """Rename the finished ``staging`` folder to ``target``, replacing a folder already there."""
+    """Rename the finished ``staging`` folder to ``target``, replacing a folder already there. The published
+    folder gets the modes of the user's umask, not mkdtemp's 0700 (nor safetensors' 0600 files)."""
     staging, target = Path(staging), Path(target)
+    apply_umask(staging)
     fsync_tree(staging)
     old = None
     if target.exists():
