@@ -28,6 +28,7 @@ from imitlab.envs.stability import mark_unstable
 from imitlab.envs.town.graph import ASPHALT_HALF, DEFAULT_GRID, JUNCTION_HALF, Town
 from imitlab.envs.town.planner import (COMMAND_NAMES, Route, impossible_reason, longest_route, route_through,
                                        sample_route)
+from imitlab.envs.town.culling import FrustumCuller
 from imitlab.envs.town.scene import build_scene
 from imitlab.envs.town.traffic import RED, Mover, Traffic, TrafficLights, car_points
 from imitlab.envs.town.weather import Weather, resolve
@@ -119,6 +120,10 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
             self._renderers.append(mujoco.Renderer(self.model, *_CHASE_SIZE))
         for renderer in self._renderers:
             sharpen_texture(renderer, self.model, self.model.texture("road").id)
+        # What the driver camera may not see: the traffic cars and its own car's body (below and behind it).
+        own_car = np.nonzero(self.model.body_rootid[self.model.geom_bodyid] == self.model.body("car").id)[0]
+        self._driver_view = FrustumCuller(self.model, self.model.camera("driver").id, image_size, image_size,
+                                          np.concatenate((own_car, self.scene.traffic_geoms)))
         self._weather: Weather | None = None
 
         self.observation_space = spaces.Dict(
@@ -331,7 +336,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
     def _observation(self) -> dict[str, Any]:
         camera = self._renderers[0] if self._renderers else None
         assert camera is not None, "the env is closed"
-        camera.update_scene(self.data, camera="driver")
+        self._driver_view.update_scene(camera, self.data)
         self.perturber.decorate(camera.scene)
         assert self.route is not None
         image = self.perturber.observe({"image": camera.render()})["image"]
