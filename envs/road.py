@@ -141,7 +141,7 @@ class Road:
                 continue
             a, b = self.points[j], self.points[j + 1]
             seg = b - a
-            t = float(np.clip(np.dot(xy - a, seg) / np.dot(seg, seg), 0.0, 1.0))
+            t = min(max(float(np.dot(xy - a, seg) / np.dot(seg, seg)), 0.0), 1.0)
             rel = xy - (a + t * seg)
             dist2 = float(np.dot(rel, rel))
             if best is None or dist2 < best[0]:

@@ -27,6 +27,7 @@ UNSTABLE_WARNINGS = (
     mujoco.mjtWarning.mjWARN_CONTACTFULL,
     mujoco.mjtWarning.mjWARN_CNSTRFULL,
 )
+_UNSTABLE_INDICES = np.array([int(warning) for warning in UNSTABLE_WARNINGS])
 
 
 def sim_instability(data: mujoco.MjData, **arrays: np.ndarray) -> str | None:
@@ -35,12 +36,13 @@ def sim_instability(data: mujoco.MjData, **arrays: np.ndarray) -> str | None:
     Reads MuJoCo's warning counters (``mj_resetData`` clears them, so they count since the env's reset) and
     checks ``qpos``, ``qvel`` and any named ``arrays`` (e.g. the observed state) for NaN or infinity.
     """
-    for warning in UNSTABLE_WARNINGS:
-        stat = data.warning[int(warning)]
-        if stat.number:
-            return f"MuJoCo {warning.name} (index {stat.lastinfo}) at t = {data.time:.3f} s"
+    if data.warning.number[_UNSTABLE_INDICES].any():  # one read for all counters: this runs every step
+        for warning in UNSTABLE_WARNINGS:
+            stat = data.warning[int(warning)]
+            if stat.number:
+                return f"MuJoCo {warning.name} (index {stat.lastinfo}) at t = {data.time:.3f} s"
     for name, values in {"qpos": data.qpos, "qvel": data.qvel, **arrays}.items():
-        if not np.all(np.isfinite(values)):
+        if not np.isfinite(values).all():
             return f"non-finite {name}"
     return None
 

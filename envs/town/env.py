@@ -405,6 +405,6 @@ def _circles(xy: np.ndarray, yaw: np.ndarray) -> np.ndarray:
 
 
 def _touching(a: np.ndarray, b: np.ndarray) -> bool:
-    d2 = ((a[:, None, :] - b[None]) ** 2).sum(-1)
-    return bool((d2 < (2.0 * _CIRCLE_R) ** 2).any())
+    dx, dy = a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1]  # numpy reduces an axis of 2 slowly
+    return bool((dx * dx + dy * dy < (2.0 * _CIRCLE_R) ** 2).any())
 

@@ -38,6 +38,7 @@ ONCOMING_WINDOW_S = 4.0
 CLEARING_S = 2.0
 
 _AHEAD_STEP = 1.0
+_AHEAD = np.arange(0.0, LOOKAHEAD, _AHEAD_STEP)
 _BODY_POINTS = np.array([-1.6, 0.0, 1.6])  # samples along a car's axis that obstacle searches test
 _SPAWN_SPACING = 12.0
 _DT = 1.0 / CONTROL_HZ
@@ -128,6 +129,7 @@ class Traffic:
         self._enters = np.zeros((count, 0))
         self._exits = np.zeros((count, 0))
         self._next = np.zeros(count, dtype=np.int64)
+        self._pass_nodes = np.zeros((count, 0), dtype=np.int64)  # node of each pass, -1 past the last
         self.s = np.zeros(count)
         self.speed = np.zeros(count)
         self.desired = np.zeros(count)
@@ -174,9 +176,11 @@ class Traffic:
             self.s[i] = along
         width = max((len(p) for p in self.passes[: self.active]), default=0)
         self._enters, self._exits = np.full((self.count, width + 1), np.inf), np.full((self.count, width + 1), np.inf)
+        self._pass_nodes = np.full((self.count, width + 1), -1, dtype=np.int64)
         for i, passes in enumerate(self.passes[: self.active]):
             self._enters[i, : len(passes)] = [p.s_enter for p in passes]
             self._exits[i, : len(passes)] = [p.s_exit for p in passes]
+            self._pass_nodes[i, : len(passes)] = [p.node for p in passes]
         self.speed[:] = 0.0
         self.time_s = 0.0
         self._update_poses()
@@ -192,11 +196,13 @@ class Traffic:
     def _update_poses(self) -> None:
         n = self.active
         pos = np.clip(self.s[:n] / 0.1, 0, self.points.shape[1] - 1.001)
+        samples = self.points.shape[1]
         i = pos.astype(np.int64)
         t = (pos - i)[:, None]
-        rows = np.arange(n)
-        self._xy = (1 - t) * self.points[rows, i] + t * self.points[rows, i + 1]
-        self._yaw = self.heading[rows, i]
+        flat = i + np.arange(n) * samples  # flat gathers: cheaper than 2-D fancy indexing
+        points = self.points.reshape(-1, 2)
+        self._xy = (1 - t) * points[flat] + t * points[flat + 1]
+        self._yaw = self.heading.reshape(-1)[flat]
         self._obstacles = car_points(self._xy, self._yaw, self.speed[:n], np.arange(n))
         # Passes are ordered along the path and a car never backs up: the next is the first it has not left.
         self._next = (self._exits[:n] <= (self.s[:n] - HALF_LENGTH)[:, None]).sum(axis=1)
@@ -267,10 +273,10 @@ class Traffic:
     def path_ahead(self, points: np.ndarray, heading: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
         """Points (n, K, 2) and headings (n, K) of paths sampled every ``_AHEAD_STEP`` from ``s`` on, and
         the arc lengths ``ahead`` (K,) they are at (relative to ``s``)."""
-        ahead = np.arange(0.0, LOOKAHEAD, _AHEAD_STEP)
-        idx = np.clip(((s[:, None] + ahead[None]) / 0.1).astype(np.int64), 0, points.shape[1] - 1)
-        rows = np.arange(len(s))[:, None]
-        return points[rows, idx], heading[rows, idx], ahead, idx
+        samples = points.shape[1]
+        idx = np.clip(((s[:, None] + _AHEAD[None]) / 0.1).astype(np.int64), 0, samples - 1)
+        flat = idx + (np.arange(len(s)) * samples)[:, None]  # one flat gather instead of a 2-D fancy index
+        return points.reshape(-1, 2)[flat], heading.reshape(-1)[flat], _AHEAD, idx
 
     # -- simulation ------------------------------------------------------------------------------------------
 
@@ -288,20 +294,28 @@ class Traffic:
         kappa = np.abs(self.curvature[rows, idx[:, :25]]).max(axis=1)
         desired = np.minimum(self.desired[:n], np.sqrt(LATERAL_ACCEL / np.maximum(kappa, 1e-6)))
 
-        movers = self.movers()
-        if ego_mover is not None:
-            movers.append(ego_mover)
-        at_node: dict[int, list[Mover]] = {}
-        for mover in movers:
-            at_node.setdefault(mover.junction.node, []).append(mover)
         next_enter = self._enters[np.arange(n), self._next]  # inf past a car's last pass
-        for car in np.nonzero(next_enter - self.s[:n] <= DECISION_DISTANCE)[0]:
-            junction = self.passes[car][self._next[car]]
-            me = Mover(junction, float(self.s[car]), float(self.speed[car]))
-            if self.must_stop(me, at_node[junction.node], stop_distance=me.speed**2 / (2.0 * IDM_BRAKE)):
-                line_gap = junction.s_enter - (self.s[car] + HALF_LENGTH) - 0.5
-                if line_gap < gap[car]:
-                    gap[car], leader_speed[car] = line_gap, 0.0
+        deciding = np.nonzero(next_enter - self.s[:n] <= DECISION_DISTANCE)[0]
+        if len(deciding):
+            # Right of way needs the movers at the deciding cars' junctions only (in car order, then the ego).
+            next_node = self._pass_nodes[np.arange(n), self._next]
+            wanted = set(next_node[deciding].tolist())
+            mover_of: dict[int, Mover] = {}
+            at_node: dict[int, list[Mover]] = {}
+            for car, node in enumerate(next_node.tolist()):
+                if node in wanted:
+                    mover_of[car] = Mover(self.passes[car][self._next[car]], float(self.s[car]),
+                                          float(self.speed[car]))
+                    at_node.setdefault(node, []).append(mover_of[car])
+            if ego_mover is not None and ego_mover.junction.node in wanted:
+                at_node[ego_mover.junction.node].append(ego_mover)
+            for car in deciding.tolist():
+                me = mover_of[car]
+                junction = me.junction
+                if self.must_stop(me, at_node[junction.node], stop_distance=me.speed**2 / (2.0 * IDM_BRAKE)):
+                    line_gap = junction.s_enter - (self.s[car] + HALF_LENGTH) - 0.5
+                    if line_gap < gap[car]:
+                        gap[car], leader_speed[car] = line_gap, 0.0
 
         accel = np.clip(idm_accel(self.speed[:n], desired, gap, leader_speed), -MAX_BRAKE, IDM_ACCEL)
         self.speed[:n] = np.maximum(0.0, self.speed[:n] + accel * _DT)
@@ -318,23 +332,30 @@ def first_obstacle(path: np.ndarray, path_yaw: np.ndarray, ahead: np.ndarray, ob
     n = len(path)
     rows = np.arange(n) if me is None else me
     gap, speed = np.full(n, np.inf), np.zeros(n)
-    # Only points within reach of a path's start can be on it: test those pairs alone.
-    reach = ((path[:, 0, None, :] - obstacles.points[None]) ** 2).sum(-1) < (ahead[-1] + PATH_CATCH) ** 2
+    # Only points within reach of a path's start can be on it: test those pairs alone. (Squared distances are
+    # summed per coordinate: numpy is slow to reduce an axis of two.)
+    px, py = obstacles.points[:, 0], obstacles.points[:, 1]
+    dx, dy = path[:, 0, None, 0] - px[None], path[:, 0, None, 1] - py[None]
+    reach = dx * dx + dy * dy < (ahead[-1] + PATH_CATCH) ** 2
     reach &= obstacles.owner[None, :] != rows[:, None]
     pair_row, pair_point = np.nonzero(reach)
     if len(pair_row) == 0:
         return gap, speed
-    d2 = ((path[pair_row] - obstacles.points[pair_point][:, None, :]) ** 2).sum(-1)  # (P, K)
-    hit = d2 < PATH_CATCH**2
+    dx = path[pair_row, :, 0] - px[pair_point][:, None]
+    dy = path[pair_row, :, 1] - py[pair_point][:, None]
+    hit = dx * dx + dy * dy < PATH_CATCH**2  # (P, K)
     first_k = hit.argmax(axis=1)
-    distance = np.where(hit.any(axis=1), ahead[first_k], np.inf)
-    order = np.lexsort((distance, pair_row))  # by row, nearest first
-    rows_sorted, first = np.unique(pair_row[order], return_index=True)
-    best = order[first]
-    gap[rows_sorted] = distance[best]
-    along = np.cos(obstacles.yaw[pair_point[best]] - path_yaw[rows_sorted, first_k[best]])
-    moving = obstacles.speed[pair_point[best]] * np.maximum(along, 0.0)
-    speed[rows_sorted] = np.where(np.isfinite(distance[best]), moving, 0.0)
+    # Per row, the nearest hit; among equally near ones the lowest point index (argmin keeps the first).
+    distance = np.full((n, len(px)), np.inf)
+    distance[pair_row, pair_point] = np.where(hit.any(axis=1), ahead[first_k], np.inf)
+    hit_k = np.zeros((n, len(px)), dtype=np.int64)
+    hit_k[pair_row, pair_point] = first_k
+    best = distance.argmin(axis=1)
+    all_rows = np.arange(n)
+    gap = distance[all_rows, best]
+    along = np.cos(obstacles.yaw[best] - path_yaw[all_rows, hit_k[all_rows, best]])
+    moving = obstacles.speed[best] * np.maximum(along, 0.0)
+    speed = np.where(np.isfinite(gap), moving, 0.0)
     return gap, speed
 
 
