@@ -10,11 +10,10 @@ number of workers.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,12 +24,14 @@ from tqdm import tqdm
 
 from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import HELD_OUT_SEED_START
-from imitlab.envs import make_env
+from imitlab.envs import make_env, time_limit_s
 from imitlab.envs.perturb import PERTURBATIONS, SEVERITIES, check_perturbable, parse_names, parse_perturb
-from imitlab.evaluation.agent_spec import POLICY, AgentSpec
+from imitlab.evaluation.agent_spec import AgentSpec
 from imitlab.evaluation.compare import paired_success
+from imitlab.evaluation.evaluate import worker_agent
 from imitlab.evaluation.rollout import EpisodeResult, run_lockstep
 from imitlab.evaluation.stats import wilson_interval
+from imitlab.evaluation.workers import check_backend, open_pool
 
 FORMAT = "imitlab-robustness"
 FORMAT_VERSION = 1
@@ -63,36 +64,52 @@ def suite_cells(perturbations: Sequence[str], severities: Sequence[int]) -> list
     return [Cell(CLEAN, 0)] + [Cell(name, int(s)) for name in names for s in severities]
 
 
-_worker: dict[str, Any] = {}
+@dataclass(frozen=True)
+class Job:
+    """One episode of the suite, the key of a worker-pool task (``EpisodePool`` tasks are (key, with_video))."""
+
+    label: str
+    cell: Cell
+    seed: int
+    video_name: str = ""
+    """Subfolder of the video folder for a filmed re-run."""
 
 
-def _init_worker(specs: dict[str, AgentSpec], env_id: str, env_kwargs: dict[str, Any]) -> None:
-    """One core per worker (see ``evaluation.evaluate._init_worker`` for why); one env for every cell."""
-    os.environ.setdefault("LP_NUM_THREADS", "1")
-    if any(spec.kind == POLICY for spec in specs.values()):
-        import torch
+class _SuiteRunner:
+    """A worker's agents (one per label, each built as ``evaluate`` builds its worker's: one core) and one env for
+    every cell: a job sets the cell's perturbation, which every reset applies until the next job."""
 
-        torch.set_num_threads(1)
-    _worker["agents"] = {label: spec.build() for label, spec in specs.items()}
-    _worker["env"] = make_env(env_id, render_mode="rgb_array", **env_kwargs)
+    def __init__(self, specs: dict[str, AgentSpec], env_id: str, env_kwargs: dict[str, Any], video_dir: Path | None):
+        self.agents = {label: worker_agent(spec) for label, spec in specs.items()}
+        self.env = make_env(env_id, render_mode="rgb_array", **env_kwargs)
+        self.video_dir = video_dir
+        self.time_limit_s = time_limit_s(self.env)
+
+    def run(self, job: Job, with_video: bool) -> tuple[Job, EpisodeResult]:
+        self.env.unwrapped.perturber.default = job.cell.perturb
+        folder = self.video_dir / job.video_name if with_video and self.video_dir is not None else None
+        result = run_lockstep([self.env], self.agents[job.label], [job.seed], video_dir=folder,
+                              video_seeds=[job.seed] if folder is not None else [])[0]
+        return job, result
 
 
-def _run_episode(label: str, cell: Cell, seed: int, video_dir: Path | None) -> tuple[str, Cell, EpisodeResult]:
-    env = _worker["env"]
-    env.unwrapped.perturber.default = cell.perturb  # what every reset applies until the next cell
-    result = run_lockstep([env], _worker["agents"][label], [seed], video_dir=video_dir,
-                          video_seeds=[seed] if video_dir is not None else [])[0]
-    return label, cell, result
+def _errored(job: Job, kind: str, reason: str) -> tuple[Job, EpisodeResult]:
+    """A job whose worker raised, died or hung: its error result, under its key."""
+    return job, EpisodeResult.errored(job.seed, kind, reason)
 
 
 def run_suite(specs: dict[str, AgentSpec], perturbations: Sequence[str], severities: Sequence[int],
               seeds: Sequence[int], workers: int | None = None, video_dir: Path | None = None, worst_videos: int = 3,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, backend: str = "local", address: str | None = None) -> dict[str, Any]:
     """Evaluate ``specs`` (label -> agent, in one env: ``imitlab.agents.resolve_agents``) in every cell on ``seeds``.
 
     The first agent's env (id and kwargs) is everyone's. ``worst_videos`` failing episodes of the cells with the
     lowest success are filmed into ``video_dir``, re-run after the sweep (an episode depends only on its seed).
+    ``backend``: ``local`` worker processes or ``ray`` actors (``address``: see ``open_pool``); an episode's
+    result is the same on either and for any ``workers``. An episode whose worker raised, died or hung is listed
+    with its reason and counts as not successful, so the cells stay paired seed by seed.
     """
+    check_backend(backend)
     if not specs:
         raise ImitlabError("the robustness suite needs at least one agent")
     cells = suite_cells(perturbations, severities)
@@ -108,28 +125,28 @@ def run_suite(specs: dict[str, AgentSpec], perturbations: Sequence[str], severit
     if len(cells) > 1:
         check_perturbable(first.env_id, cells[1].perturb)
     base_kwargs = {k: v for k, v in first.env_kwargs.items() if k != "perturb"}
-    jobs = [(label, cell, seed) for cell in cells for label in specs for seed in seeds]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    jobs = [Job(label, cell, seed) for cell in cells for label in specs for seed in seeds]
+    if workers or backend == "local":  # Ray: one actor per CPU of the cluster unless told
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results: dict[tuple[str, Cell, int], EpisodeResult] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(specs, first.env_id, base_kwargs)) as pool:
-        futures = [pool.submit(_run_episode, label, cell, seed, None) for label, cell, seed in jobs]
-        bar = tqdm(as_completed(futures), total=len(futures), desc="robustness", unit="ep", disable=not progress)
-        for future in bar:
-            label, cell, result = future.result()
-            results[(label, cell, result.seed)] = result
-            bar.set_postfix(cell=cell.label)
+    runner = functools.partial(_SuiteRunner, specs, first.env_id, base_kwargs, video_dir)
+    with open_pool(backend, runner, workers, address, errored=_errored) as pool:
+        bar = tqdm(pool.run((job, False) for job in jobs), total=len(jobs), desc="robustness", unit="ep",
+                   disable=not progress)
+        for job, result in bar:
+            results[(job.label, job.cell, job.seed)] = result
+            bar.set_postfix(cell=job.cell.label)
         report = _report(specs, first, base_kwargs, cells, seeds, results)
         if video_dir is not None and worst_videos > 0:
             chosen = _worst_episodes(report, worst_videos)
-            replays = [pool.submit(_run_episode, v["agent"], Cell(v["perturbation"], v["severity"]), v["seed"],
-                                   video_dir / f"worst_{i}") for i, v in enumerate(chosen)]
-            for entry, future in zip(chosen, replays):
-                label, cell, replay = future.result()
-                original = results[(label, cell, replay.seed)]
+            replays = [Job(v["agent"], Cell(v["perturbation"], v["severity"]), v["seed"], f"worst_{i}")
+                       for i, v in enumerate(chosen)]
+            filmed = {job: replay for job, replay in pool.run((job, True) for job in replays)}
+            for entry, job in zip(chosen, replays):
+                replay, original = filmed[job], results[(job.label, job.cell, job.seed)]
                 if (replay.success, replay.episode_return) != (original.success, original.episode_return):
-                    raise ImitlabError(f"{label} on seed {replay.seed} in {cell.label} did not reproduce when re-run "
-                                       "for its video; the agent or env is not deterministic per seed")
+                    raise ImitlabError(f"{job.label} on seed {job.seed} in {job.cell.label} did not reproduce when "
+                                       "re-run for its video; the agent or env is not deterministic per seed")
                 entry["video"] = replay.video
             report["videos"] = chosen
     return report
@@ -147,8 +164,9 @@ def _report(specs: dict[str, AgentSpec], first: AgentSpec, env_kwargs: dict[str,
                 "successes": successes, "episodes": len(seeds), "success_rate": successes / len(seeds),
                 "success_ci95": list(wilson_interval(successes, len(seeds))),
                 "mean_return": float(np.mean([e.episode_return for e in episodes])),
-                "per_episode": [{"seed": e.seed, "success": e.success, "return": e.episode_return, "length": e.length}
-                                for e in episodes],
+                "errors": sum(e.error_kind is not None for e in episodes),
+                "per_episode": [{"seed": e.seed, "success": e.success, "return": e.episode_return, "length": e.length,
+                                 **({"error": e.error} if e.error_kind else {})} for e in episodes],
             })
     report: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "env_id": first.env_id, "env_kwargs": env_kwargs,

@@ -41,8 +41,9 @@ SHUTDOWN_GRACE_S = 5.0
 BACKENDS = ("local", "ray")
 #: What one task gives: an ``EpisodeResult`` for evaluation, an encoded episode for recording.
 R = TypeVar("R")
-#: A task: the seed and whether to film the episode.
-Task = tuple[int, bool]
+#: A task: the episode's key and whether to film it. The key is its seed, or any hashable, picklable key that the
+#: runner understands (the robustness suite's (agent, cell, seed) jobs); ``errored`` gets it back.
+Task = tuple[Any, bool]
 
 
 class EpisodeRunner(Protocol[R]):
@@ -51,13 +52,13 @@ class EpisodeRunner(Protocol[R]):
     time_limit_s: float
     """The env's episode time limit in simulated seconds (the default episode timeout is a multiple of it)."""
 
-    def run(self, seed: int, with_video: bool) -> R: ...
+    def run(self, key: Any, with_video: bool) -> R: ...
 
 
 #: Builds a worker's runner in the worker process; must be picklable (a module-level function or a partial).
 RunnerFactory = Callable[[], EpisodeRunner[R]]
-#: Builds a task's error result from its seed, the error kind and the reason (``EpisodeResult.errored``).
-ErrorResult = Callable[[int, str, str], R]
+#: Builds a task's error result from its key, the error kind and the reason (``EpisodeResult.errored``).
+ErrorResult = Callable[[Any, str, str], R]
 
 
 def exception_reason(exc: BaseException) -> str:
@@ -69,11 +70,11 @@ def exception_reason(exc: BaseException) -> str:
 
 def run_task(runner: EpisodeRunner[R], task: Task, errored: ErrorResult[R]) -> R:
     """Run one task in a worker; an exception is that episode's error (shared by both backends)."""
-    seed, with_video = task
+    key, with_video = task
     try:
-        return runner.run(seed, with_video)
+        return runner.run(key, with_video)
     except Exception as exc:  # noqa: BLE001 - one episode's fault, recorded as its error
-        return errored(seed, "exception", exception_reason(exc))
+        return errored(key, "exception", exception_reason(exc))
 
 
 def _worker_main(conn: Connection, factory: RunnerFactory[Any], errored: ErrorResult[Any]) -> None:

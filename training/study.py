@@ -38,6 +38,7 @@ from imitlab.evaluation.compare import paired_success
 from imitlab.evaluation.offline import expert_frames, offline_metrics
 from imitlab.evaluation.robustness import CLEAN, run_suite
 from imitlab.evaluation.stats import wilson_interval
+from imitlab.evaluation.workers import check_backend
 from imitlab.policies.encoders import BACKBONES
 from imitlab.policies.io import policy_dir
 from imitlab.training.bc import TrainConfig, train
@@ -45,6 +46,8 @@ from imitlab.training.resume import CHECKPOINT_DIR, STATE_FILE, read_progress
 
 FORMAT = "imitlab-study"
 FORMAT_VERSION = 1
+#: Config fields that say where the sweep runs, not what it measures: a rerun may change them.
+EXECUTION_FIELDS = ("workers", "out", "backend", "address")
 
 
 @dataclass
@@ -71,8 +74,14 @@ class StudyConfig:
     backbone_train: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per backbone, TrainConfig fields that override ``train`` (e.g. lite0's pooling)."""
     workers: int = 0
+    backend: str = "local"
+    """Where runs and episodes go: ``local`` (training in this process, episodes in worker processes) or ``ray``
+    (training cells as Ray tasks, episodes on Ray actors)."""
+    address: str | None = None
+    """Ray cluster address (None: a local Ray instance; ``auto``: the running cluster)."""
 
     def __post_init__(self) -> None:
+        check_backend(self.backend)
         self.demos = tuple(sorted({int(n) for n in self.demos}))
         self.backbones = tuple(self.backbones)
         self.perturbations = tuple(parse_names(list(self.perturbations))) if self.perturbations else ()
@@ -123,7 +132,7 @@ def _check_config(config: StudyConfig, out: Path) -> None:
     current = json.loads(json.dumps(asdict(config)))
     if saved_path.is_file():
         saved = json.loads(saved_path.read_text())
-        differ = sorted(k for k in current if k not in ("workers", "out") and saved.get(k) != current[k])
+        differ = sorted(k for k in current if k not in EXECUTION_FIELDS and saved.get(k) != current[k])
         if differ:
             raise ImitlabError(f"{out} holds a study with different {', '.join(differ)}; use a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +146,8 @@ def _record_demos(config: StudyConfig, out: Path) -> Path:
     need = config.demos[-1]
     if have < need:
         record(config.env_id, path, need - have, seed_start=have, noise_std=config.noise,
-               env_kwargs=config.env_kwargs)
+               env_kwargs=config.env_kwargs, backend=config.backend, address=config.address,
+               workers=config.workers or (None if config.backend == "ray" else 1))
     return path
 
 
@@ -159,23 +169,50 @@ def _subset(demos: Path, count: int, out: Path) -> Path:
     return path
 
 
+def _train_configs(config: StudyConfig, cells: list[StudyCell], demos: Path, out: Path,
+                   progress: bool) -> list[TrainConfig]:
+    """The runs still to train: a cell trained by an earlier invocation is skipped, one cut short continues from
+    its last epoch (or starts again if it had none)."""
+    configs = []
+    for cell in cells:
+        run = out / "runs" / cell.name
+        if (run / "last" / "policy.json").is_file():
+            continue
+        options = {**config.train, **config.backbone_train.get(cell.backbone, {})}
+        options.setdefault("pretrained", cell.backbone == "lite0")
+        options.setdefault("progress", progress)
+        resume = (run / CHECKPOINT_DIR / STATE_FILE).is_file() and not read_progress(run)["finished"]
+        configs.append(TrainConfig(dataset=str(_subset(demos, cell.demos, out)), out=str(run), backbone=cell.backbone,
+                                   seed=cell.train_seed, resume=resume, overwrite=not resume, **options))
+    return configs
+
+
 def run_study(config: StudyConfig, progress: bool = True) -> dict[str, Any]:
-    """Record, train, evaluate (each step resumable) and summarise; writes ``study.json``/``.md``/``.png``."""
+    """Record, train, evaluate (each step resumable) and summarise; writes ``study.json``/``.md``/``.png``.
+
+    On ``backend="ray"`` the training cells are Ray tasks (``training/ray_cells.py``) and the evaluation runs on
+    Ray actors; a cell's weights and results are those of the local backend with the same ``threads``."""
+    if config.backend == "ray":
+        from imitlab.training.ray_cells import ray_session
+
+        with ray_session(config.address):
+            return _run_study(config, progress)
+    return _run_study(config, progress)
+
+
+def _run_study(config: StudyConfig, progress: bool) -> dict[str, Any]:
     out = Path(config.out)
     _check_config(config, out)
     demos = _record_demos(config, out)
     cells = [StudyCell(b, n, s) for b in config.backbones for n in config.demos for s in range(config.train_seeds)]
-    for cell in tqdm(cells, desc="study: train", unit="run", disable=not progress):
-        run = out / "runs" / cell.name
-        if (run / "last" / "policy.json").is_file():
-            continue  # trained in an earlier invocation
-        options = {**config.train, **config.backbone_train.get(cell.backbone, {})}
-        options.setdefault("pretrained", cell.backbone == "lite0")
-        options.setdefault("progress", progress)
-        # A cell cut short by an earlier invocation continues from its last epoch (or starts again if it had none).
-        resume = (run / CHECKPOINT_DIR / STATE_FILE).is_file() and not read_progress(run)["finished"]
-        train(TrainConfig(dataset=str(_subset(demos, cell.demos, out)), out=str(run), backbone=cell.backbone,
-                          seed=cell.train_seed, resume=resume, overwrite=not resume, **options))
+    to_train = _train_configs(config, cells, demos, out, progress)
+    if config.backend == "ray":
+        from imitlab.training.ray_cells import train_on_ray
+
+        train_on_ray(to_train, progress)
+    else:
+        for train_config in tqdm(to_train, desc="study: train", unit="run", disable=not progress):
+            train(train_config)
     seeds = list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + config.episodes))
     results_dir = out / "cells"
     results_dir.mkdir(exist_ok=True)
@@ -187,7 +224,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> dict[str, Any]:
             frames = expert_frames(spec.env_id, spec.env_kwargs, seeds[:config.offline_episodes])
         suite = run_suite({c.name: _run_spec(out, c.name) for c in todo}, list(config.perturbations),
                           [config.severity] if config.perturbations else [], seeds,
-                          workers=config.workers or None, worst_videos=0, progress=progress)
+                          workers=config.workers or None, worst_videos=0, progress=progress,
+                          backend=config.backend, address=config.address)
         for cell in todo:
             rows = [r for r in suite["cells"] if r["agent"] == cell.name]
             offline = None

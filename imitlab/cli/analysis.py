@@ -16,6 +16,12 @@ study_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_excep
                         help="Sweeps that measure what a backbone or recipe is worth.")
 
 
+BACKEND = typer.Option("local", help="Where episodes (and a study's training runs) go: `local` processes or `ray` "
+                       "(pip install 'imitlab[ray]'); results are the same.")
+ADDRESS = typer.Option(None, help="Ray cluster address (`auto`: the running cluster; default: start a local Ray "
+                       "instance).")
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(item) for item in text.split(",") if item.strip()]
@@ -33,9 +39,12 @@ def robustness_cmd(
     env: Optional[str] = typer.Option(None, help="Task id (needed only for `expert`)."),
     env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable), e.g. "
                                       "time_limit_s=20; overrides the policy's."),
-    workers: int = typer.Option(0, min=0, help="Worker processes (0: all cores). Results do not depend on it."),
+    workers: int = typer.Option(0, min=0, help="Worker processes or Ray actors (0: all cores; Ray: all CPUs of the "
+                                "cluster). Results do not depend on it."),
     videos: int = typer.Option(3, min=0, help="Film a failing episode of each of the N worst cells."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <run>/robustness)."),
+    backend: str = BACKEND,
+    address: Optional[str] = ADDRESS,
 ) -> None:
     """Success under each perturbation and severity on held-out seeds: degradation curves, JSON + HTML report."""
     from rich.console import Console
@@ -51,7 +60,7 @@ def robustness_cmd(
     specs = resolve_agents(agents, env, parse_env_kwargs(env_arg, None))
     report = run_suite(specs, perturbations.split(","), _int_list(severities, "--severities"),
                        list(range(seed_start, seed_start + episodes)), workers=workers or None,
-                       video_dir=out / "videos", worst_videos=videos)
+                       video_dir=out / "videos", worst_videos=videos, backend=backend, address=address)
     paths = write_suite_report(report, out)
     table = Table(title=f"success on {episodes} held-out seeds per cell (95 % Wilson interval)")
     for head in ["agent", "perturbation", "clean", *(f"severity {s}" for s in report["severities"])]:
@@ -116,7 +125,9 @@ def data_efficiency_cmd(
     train_arg: list[str] = typer.Option([], help="TrainConfig field key=value for every run, or backbone:key=value "
                                         "for one backbone's (repeatable), e.g. lite0:pooling=spatial_softmax."),
     offline_episodes: int = typer.Option(5, min=0, help="Expert rollouts scoring the offline decision metrics."),
-    workers: int = typer.Option(0, min=0, help="Evaluation worker processes (0: all cores)."),
+    workers: int = typer.Option(0, min=0, help="Evaluation worker processes or Ray actors (0: all cores or CPUs)."),
+    backend: str = BACKEND,
+    address: Optional[str] = ADDRESS,
 ) -> None:
     """Success against number of demos per backbone, in distribution and shifted, with paired tests."""
     from imitlab.training.study import StudyConfig, run_study
@@ -128,7 +139,7 @@ def data_efficiency_cmd(
         env_kwargs=parse_env_kwargs(env_arg, image_size), noise=noise, episodes=episodes,
         perturbations=tuple(p for p in perturbations.split(",") if p.strip()), severity=severity,
         offline_episodes=offline_episodes, train={"epochs": epochs, **common}, backbone_train=per_backbone,
-        workers=workers)
+        workers=workers, backend=backend, address=address)
     summary = run_study(config)
     for p in summary["points"]:
         shifted = f", shifted {100 * p['shifted']['success_rate']:.0f} %" if "shifted" in p else ""
