@@ -1,4 +1,5 @@
-"""The robustness suite: same per-episode results for any worker count, paired cells, reports, bad input."""
+"""The robustness suite: same per-episode results for any worker count, paired cells, reports, bad input, and
+an episode whose worker raises or dies listed as an error while the suite goes on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typer.testing import CliRunner
 from imitlab.agents import resolve_agents
 from imitlab.cli import app
 from imitlab.core.errors import ImitlabError
+from imitlab.evaluation.agent_spec import AgentSpec
 from imitlab.evaluation.robustness import CLEAN, run_suite, suite_cells, write_suite_report
+
+from conftest import TINY_ENV_ID, TINY_ENV_KWARGS
+from fault_agents import FaultyExpertFactory
 
 
 def _episodes(report):
@@ -53,3 +58,17 @@ def test_bad_suite_input_is_one_clear_error(names, severities, message):
                                       ",".join(names), "--severities", ",".join(map(str, severities))])
     assert result.exit_code != 0 and isinstance(result.exception, ImitlabError)
     assert message in str(result.exception)
+
+
+def test_an_episode_that_raises_or_crashes_is_listed_as_an_error_and_the_suite_goes_on():
+    seeds = [1_000_000, 1_000_001, 1_000_002]
+    faults = {seeds[0]: "raise", seeds[2]: "segfault"}
+    spec = AgentSpec("custom", "faulty expert", FaultyExpertFactory(faults), TINY_ENV_ID,
+                     {**TINY_ENV_KWARGS, "time_limit_s": 2.0})
+    report = run_suite({"faulty": spec}, ["noise"], [3], seeds, workers=2, progress=False)
+    for row in report["cells"]:
+        assert row["errors"] == 2
+        by_seed = {e["seed"]: e for e in row["per_episode"]}
+        assert "RuntimeError: injected fault" in by_seed[seeds[0]]["error"]
+        assert "SIGSEGV" in by_seed[seeds[2]]["error"]
+        assert "error" not in by_seed[seeds[1]] and by_seed[seeds[1]]["length"] == 20  # ran to its time limit
