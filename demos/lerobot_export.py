@@ -29,10 +29,10 @@ from imitlab.core.fsio import check_out_dir, publish_dir, staging_dir
 from imitlab.core.observation_keys import observation_kind
 from imitlab.demos.dataset import DemoDataset, Episode, open_episode_file, read_episode_file
 from imitlab.demos.lerobot_format import (
-    ACTION_FEATURE, CODEBASE_VERSION, DATA_FILE_MB, DATA_PATH, DONE_FEATURE, EPISODE_EXTRA_COLUMN, EPISODES_PATH,
-    EXECUTED_FEATURE, INDEX_FEATURES, INFO_PATH, REWARD_FEATURE, STATS_PATH, TASKS_PATH, VIDEO_CODEC_NAMES,
-    VIDEO_FILE_MB, VIDEO_PATH, CHUNKS_SIZE, FileCursor, ImageStats, VideoWriter, array_stats, feature_name,
-    file_path, size_mb, stats_to_json)
+    ACTION_FEATURE, CHUNKS_SIZE, CODEBASE_VERSION, DATA_FILE_MB, DATA_PATH, DONE_FEATURE, EPISODE_EXTRA_COLUMN,
+    EPISODES_PATH, EXECUTED_FEATURE, INDEX_FEATURES, INFO_PATH, REWARD_FEATURE, STATS_PATH, TASKS_PATH,
+    VIDEO_CODEC_NAMES, VIDEO_FILE_MB, VIDEO_PATH, FileCursor, ImageStats, VideoWriter, array_stats, check_vcodec,
+    feature_name, file_path, size_mb, stats_to_json)
 from imitlab.envs import action_labels, env_class, state_labels
 
 
@@ -189,6 +189,7 @@ def export_lerobot(dataset: DemoDataset, out: Path, overwrite: bool = False, vco
     """Write ``dataset`` as a LeRobotDataset v3.0 folder ``out`` (all episodes, in index order, one task: the
     env id). ``crf`` trades video size for fidelity (LeRobot records at 30)."""
     check_out_dir(out, overwrite)
+    check_vcodec(vcodec)
     paths = dataset.episode_paths()
     if not paths:
         raise ImitlabError(f"dataset {dataset.path} has no episodes to export")

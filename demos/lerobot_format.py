@@ -162,12 +162,16 @@ def _quiet_svt() -> Iterator[None]:
             del os.environ["SVT_LOG"]
 
 
+def check_vcodec(vcodec: str) -> None:
+    if vcodec not in CODEC_ARGS:
+        raise ImitlabError(f"unsupported video codec {vcodec!r}; choose one of {', '.join(CODEC_ARGS)}")
+
+
 class VideoWriter:
-    """Frames appended to one mp4 at a constant ``fps`` (frame i at i / fps s), yuv420p."""
+    """Frames appended to one mp4 at a constant ``fps`` (frame i at i / fps s), yuv420p; ``vcodec`` is one of
+    ``CODEC_ARGS`` (``check_vcodec``)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: int, vcodec: str, crf: int):
-        if vcodec not in CODEC_ARGS:
-            raise ImitlabError(f"unsupported video codec {vcodec!r}; choose one of {', '.join(CODEC_ARGS)}")
         if width % 2 or height % 2:
             raise ImitlabError(f"camera frames of {width}x{height} pixels: yuv420p video needs even sizes")
         path.parent.mkdir(parents=True, exist_ok=True)

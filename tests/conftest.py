@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,10 @@ def ray_local():
     """One local Ray instance with 2 CPUs for every Ray test (starting one takes seconds)."""
     import ray
 
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # ray.init takes over SIGTERM in this process; tests run after it in the same pytest worker (e.g. evaluation's
+    # SIGTERM test, which checks that its own handler is removed again) need the previous handler back.
+    signal.signal(signal.SIGTERM, sigterm)
     yield ray
     ray.shutdown()
