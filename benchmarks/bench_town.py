@@ -1,7 +1,8 @@
 """Town-v0 throughput in one process: env.step steps/s with N traffic cars, and where the time goes.
 
 Beside the full step it times, on the same states, the two costs no town logic can avoid -- the car's physics
-(one control period of ``mj_step``) and the driver-camera frame -- whose sum bounds the step rate from above,
+(one control period of ``mj_step``) and the driver-camera frame as the env draws it (without the geoms the camera
+cannot see, ``imitlab.envs.town.culling``) -- whose sum bounds the step rate from above,
 and LaneFollow-v0's step for reference. Times are CPU seconds of this process (the GL renderer's threads too),
 as in bench_env.py: they stay meaningful when other jobs share the cores, wall-clock rates do not. Still, on a
 busy machine compare the ratios, not the absolute numbers.
@@ -48,7 +49,7 @@ def main() -> None:
         mujoco.mj_step(town.model, scratch, nstep=town.car.substeps)
         physics_time += time.process_time() - t0
         t0 = time.process_time()
-        camera.update_scene(town.data, camera="driver")
+        town._driver_view.update_scene(camera, town.data)
         camera.render()
         render_time += time.process_time() - t0
         if terminated or truncated:

@@ -12,6 +12,7 @@ from importlib import resources
 import mujoco
 import numpy as np
 
+from imitlab.core.scalars import clamp
 from imitlab.envs.stability import nonfinite_action, sim_instability
 
 #: Control frequency (Hz); each control step runs ``1 / (CONTROL_HZ * timestep)`` physics steps.
@@ -84,7 +85,7 @@ class Car:
         bad_action = nonfinite_action(action)
         if bad_action is not None:
             return bad_action
-        steer, throttle = np.clip(action, -1.0, 1.0)
+        steer, throttle = np.minimum(np.maximum(action, -1.0), 1.0)
         self.data.ctrl[:2] = steer * MAX_STEER
         self.data.ctrl[2:] = max(throttle, 0.0)
         self.model.dof_damping[self._wheel_dofs] = self._wheel_damping + BRAKE_DAMPING * max(-throttle, 0.0)
@@ -121,7 +122,7 @@ def pure_pursuit_steer(car: Car, target: np.ndarray) -> float:
     rel = target - rear
     local_y = -forward[1] * rel[0] + forward[0] * rel[1]
     steer_angle = np.arctan(2.0 * WHEELBASE * local_y / max(float(rel @ rel), 1e-6))  # curvature 2 y / L^2
-    return float(np.clip(steer_angle / MAX_STEER, -1.0, 1.0))
+    return clamp(steer_angle / MAX_STEER, -1.0, 1.0)
 
 
 def rear_axle(car: Car) -> np.ndarray:
@@ -155,6 +156,6 @@ class SpeedController:
         else:
             throttle = self.feedforward + self.gain * (target_speed - speed)
         release = self.brake_slew if self.throttle < 0.0 else self.slew  # letting go of the brake is as quick
-        throttle = np.clip(throttle, self.throttle - self.brake_slew, self.throttle + release)
-        self.throttle = float(np.clip(throttle, -1.0, 1.0))
+        throttle = clamp(throttle, self.throttle - self.brake_slew, self.throttle + release)
+        self.throttle = clamp(throttle, -1.0, 1.0)
         return self.throttle

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imitlab.core.scalars import clamp
 from imitlab.envs.detour import DetourEnv
 from imitlab.envs.driving_expert import LaneFollowExpert, curve_speed
 
@@ -39,5 +40,5 @@ class DetourExpert(LaneFollowExpert):
 
 def _smoothstep(x: float) -> float:
     """0 below 0, 1 above 1, and a cubic with zero slope at both ends between."""
-    x = float(np.clip(x, 0.0, 1.0))
+    x = clamp(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)

@@ -14,6 +14,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
+from imitlab.core.scalars import clamp
 from imitlab.envs.car import CONTROL_HZ, STATE_HIGH, STATE_LOW, Car, car_xml
 from imitlab.envs.perturb import Perturber, SceneParts
 from imitlab.envs.ground_texture import GroundTexture
@@ -150,7 +151,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         bad_action = nonfinite_action(action)
         if bad_action is not None:  # never written into ctrl or dof_damping
             return self._end_unstable(bad_action)
-        unstable = self.car.step(self.perturber.act(np.clip(action, -1.0, 1.0)))
+        unstable = self.car.step(self.perturber.act(np.minimum(np.maximum(action, -1.0), 1.0)))
         self._steps += 1
         if unstable is not None:
             return self._end_unstable(unstable)
@@ -227,6 +228,6 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         assert self.road is not None
         return {
             "is_success": bool(success),
-            "route_completion": float(np.clip(self._s / self.route_length, 0.0, 1.0)),
+            "route_completion": clamp(self._s / self.route_length, 0.0, 1.0),
             "lateral_offset": float(d - self.DRIVING_OFFSET),
         }

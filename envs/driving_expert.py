@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imitlab.core.scalars import clamp
 from imitlab.envs.car import SpeedController, pure_pursuit_steer, rear_axle
 from imitlab.envs.driving import LaneFollowEnv
 from imitlab.envs.road import LANE_OFFSET, Road
@@ -43,7 +44,7 @@ class LaneFollowExpert:
         assert road is not None, "reset the env before asking the expert"
         speed = env.car.forward_speed
         s = road.project(rear_axle(env.car)).s
-        lookahead = float(np.clip(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE))
+        lookahead = clamp(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE)
         target, _ = road.pose(s + lookahead, self._offset(s + lookahead))
         throttle = self._speed(self._target_speed(s, speed), speed)
         return np.array([pure_pursuit_steer(env.car, target), throttle], dtype=np.float32)

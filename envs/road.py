@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from imitlab.core.scalars import clamp
+
 #: Road width (two lanes) and the offset of the right lane's centre from the road's centre-line, metres.
 ROAD_WIDTH = 7.0
 LANE_OFFSET = -ROAD_WIDTH / 4  # right lane: d < 0 (d is positive to the left of the direction of travel)
@@ -152,7 +154,7 @@ class Road:
 
     def pose(self, s: float, offset: float = 0.0) -> tuple[np.ndarray, float]:
         """The point ``offset`` metres left of the centre-line at arc length ``s``, and the road heading there."""
-        s = float(np.clip(s, self.s[0], self.s[-1]))
+        s = clamp(s, self.s[0], self.s[-1])
         heading = float(np.interp(s, self.s, self.heading))
         xy = np.array([np.interp(s, self.s, self.points[:, 0]), np.interp(s, self.s, self.points[:, 1])])
         return xy + offset * np.array([-np.sin(heading), np.cos(heading)]), heading

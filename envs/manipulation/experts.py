@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from imitlab.core.scalars import clamp
 from imitlab.envs.manipulation.arm_env import MAX_DELTA
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class PushExpert:
             push_to = block + unit * (min(self.PUSH_STEP, distance) - contact)
             # High in the lane the hand descends at the entrance; low it pushes. Between, the aim slides from
             # one to the other, so a few millimetres of height never flip the action from forward to back.
-            high = float(np.clip((grip[2] - self.PUSH_Z - self.LAND_BAND[0]) / self.LAND_BAND[1], 0.0, 1.0))
+            high = clamp((grip[2] - self.PUSH_Z - self.LAND_BAND[0]) / self.LAND_BAND[1], 0.0, 1.0)
             aim = high * entrance + (1.0 - high) * push_to
             return _action(toward(grip, np.append(aim, self.PUSH_Z)), CLOSE)
         if grip[2] < self.CLEAR_Z and np.linalg.norm(relative) < self.CLEAR_RADIUS:

@@ -18,6 +18,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from imitlab.core.scalars import clamp
 from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import TRAINING_TOWN
 from imitlab.envs.car import CONTROL_HZ, HALF_LENGTH, STATE_HIGH, STATE_LOW, Car
@@ -360,7 +361,7 @@ class TownEnv(gym.Env[dict[str, Any], np.ndarray]):
         length = route.s_goal - route.s_start
         return {
             "is_success": bool(success),
-            "route_completion": float(np.clip((self._s_max - route.s_start) / length, 0.0, 1.0)),
+            "route_completion": clamp((self._s_max - route.s_start) / length, 0.0, 1.0),
             "distance": float(self._s_max - route.s_start),
             "command": int(route.command_at(self._s)),
             **self.infractions,

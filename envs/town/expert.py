@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imitlab.core.scalars import clamp
 from imitlab.envs.car import HALF_LENGTH, SpeedController, pure_pursuit_steer, rear_axle
 from imitlab.envs.driving_expert import curve_speed
 from imitlab.envs.town.env import TownEnv
@@ -60,7 +61,7 @@ class TownExpert:
         car, road = env.car, route.road
         speed = car.forward_speed
         s_rear = road.project(rear_axle(car), near=(env.route_s - 4.0, env.route_s + 1.0)).s
-        lookahead = float(np.clip(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE))
+        lookahead = clamp(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE)
         target, _ = road.pose(s_rear + lookahead)
         steer = pure_pursuit_steer(car, target)
 
