@@ -297,8 +297,8 @@ def _info(dataset: DemoDataset, cameras: dict[str, str], columns: list[_Column],
         "features": features,
         "imitlab": {
             "header": dataset.header,
-            "observation_keys": {**{f: k for f, k in cameras.items()},
-                                 **{c.feature: c.source[4:] for c in columns if c.source.startswith("obs:")}},
+            "observation_keys": {**cameras, **{c.feature: c.source.removeprefix("obs:") for c in columns
+                                               if c.source.startswith("obs:")}},
             "masks": {name: _episode_indices(dataset, stems) for name, stems in dataset.masks().items()},
         },
     }
