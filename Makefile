@@ -26,11 +26,12 @@ setup-test: $(PY)
 quickstart: setup
 	$(VENV)/bin/imitlab quickstart
 
-# Two pytest workers (pytest-xdist), a test module per worker at a time so module fixtures are built once.
+# Two pytest workers (pytest-xdist), a test module per worker at a time so module fixtures are built once; modules
+# go out in collection order, which tests/conftest.py starts with the heaviest (HEAVY_MODULES).
 # OMP_WAIT_POLICY=PASSIVE: two workers' torch threads share the 2 cores, and spinning OpenMP threads waiting
 # for a descheduled sibling slow every parallel op many times over.
 test: setup-test
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Throughput figures quoted in README and issue notes (each script prints its own table).
 bench: setup-test

@@ -13,10 +13,12 @@ from imitlab.evaluation.rollout import ExpertAgent
 
 
 class FaultyExpert(ExpertAgent):
-    """The task's expert, except on chosen seeds: it kills its own process, raises, hangs or stops its parent."""
+    """The task's expert, except on chosen seeds: it kills its own process, raises, hangs or stops the evaluating
+    process (``evaluator_pid``: a worker's parent is the fork server, not the evaluation)."""
 
-    def __init__(self, faults: dict[int, str]):
+    def __init__(self, faults: dict[int, str], evaluator_pid: int):
         self.faults = faults
+        self.evaluator_pid = evaluator_pid
         self.seed = -1
 
     def reset(self, slot: int, seed: int) -> None:
@@ -32,16 +34,17 @@ class FaultyExpert(ExpertAgent):
         elif fault == "hang":
             time.sleep(3600)
         elif fault == "sigterm_parent":
-            os.kill(os.getppid(), signal.SIGTERM)
+            os.kill(self.evaluator_pid, signal.SIGTERM)
             time.sleep(3600)
         return super().act(slots, obs)
 
 
 class FaultyExpertFactory:
-    """Picklable: each worker process builds its own faulty expert."""
+    """Picklable: each worker process builds its own faulty expert; made in the evaluating process."""
 
     def __init__(self, faults: dict[int, str]):
         self.faults = faults
+        self.evaluator_pid = os.getpid()
 
     def __call__(self) -> FaultyExpert:
-        return FaultyExpert(self.faults)
+        return FaultyExpert(self.faults, self.evaluator_pid)
