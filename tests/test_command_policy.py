@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_check import ObservationError
@@ -175,10 +174,12 @@ def test_category_names_label_the_command_for_videos_and_reports():
 # --- Town-v0 end to end -------------------------------------------------------------------------------------------
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "imitlab.cli", *args], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
+def _cli(*args: str) -> None:
+    """``imitlab ARGS`` in this process (no interpreter start-up and imports per command); it must succeed."""
+    from imitlab.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (result.output[-2000:], result.exception)
 
 
 @pytest.fixture(scope="module")

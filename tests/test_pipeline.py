@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from imitlab.policies import load_policy
 from imitlab.quickstart import QuickstartConfig, run_quickstart
 
 from conftest import TINY_ENV_ID, TINY_ENV_KWARGS
+from test_cli_errors import one_error_line, run_cli
 
 
 def test_recorded_episodes_carry_metadata_and_noise(tiny_demos):
@@ -72,33 +71,29 @@ def test_expert_evaluation_writes_videos(tmp_path):
     assert video.parent == tmp_path and video.stat().st_size > 1000
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imitlab.cli", *args], capture_output=True, text=True, timeout=120)
+def assert_one_line_error(monkeypatch, capsys, needle: str, *args: str) -> None:
+    """``imitlab ARGS`` (in this process, through the console entry point) fails with exit 1 and one error line
+    naming ``needle``; tests/test_deploy_gate.py runs ``python -m imitlab.cli`` itself."""
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 1 and needle in one_error_line(err)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imitlab: error:") and needle in lines[0], result.stderr
+def test_cli_missing_dataset(tmp_path, monkeypatch, capsys):
+    assert_one_line_error(monkeypatch, capsys, "dataset not found",
+                          "train", str(tmp_path / "missing"), "--out", str(tmp_path / "run"))
 
 
-def test_cli_missing_dataset(tmp_path):
-    assert_one_line_error(run_cli("train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")),
-                          "dataset not found")
+def test_cli_unknown_env_id(tmp_path, monkeypatch, capsys):
+    assert_one_line_error(monkeypatch, capsys, "unknown env id",
+                          "record", "--env", "imitlab/Flying-v9", "--out", str(tmp_path / "d"))
 
 
-def test_cli_unknown_env_id(tmp_path):
-    assert_one_line_error(run_cli("record", "--env", "imitlab/Flying-v9", "--out", str(tmp_path / "d")),
-                          "unknown env id")
-
-
-def test_cli_truncated_checkpoint(tiny_run, tmp_path):
+def test_cli_truncated_checkpoint(tiny_run, tmp_path, monkeypatch, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_run / "best", broken)
     weights = broken / "policy.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    assert_one_line_error(run_cli("eval", str(broken), "--episodes", "1"), "policy.safetensors")
+    assert_one_line_error(monkeypatch, capsys, "policy.safetensors", "eval", str(broken), "--episodes", "1")
 
 
 def test_quickstart_runs_end_to_end_at_tiny_scale(tmp_path):
@@ -121,6 +116,6 @@ def test_init_policy_of_another_backbone_is_refused(tiny_demos, tiny_run, tmp_pa
                           eval_episodes=1, init_policy=str(tiny_run / "best"), progress=False))
 
 
-def test_cli_unknown_loader_mode(tiny_demos, tmp_path):
-    assert_one_line_error(run_cli("train", str(tiny_demos), "--out", str(tmp_path / "run"), "--loader-mode", "disk"),
-                          "loader mode must be auto, memory or chunked")
+def test_cli_unknown_loader_mode(tiny_demos, tmp_path, monkeypatch, capsys):
+    assert_one_line_error(monkeypatch, capsys, "loader mode must be auto, memory or chunked",
+                          "train", str(tiny_demos), "--out", str(tmp_path / "run"), "--loader-mode", "disk")
