@@ -30,6 +30,9 @@ OBSTACLE_RGBA = (0.95, 0.55, 0.05, 1.0)
 #: ``STRAIGHT_PAST`` metres beyond it, so the barrier is seen head-on and passed on a straight.
 OBSTACLE_S = (30.0, 38.0)
 STRAIGHT_PAST = 20.0
+#: The car keeps a line up to this far (m) either side of the centre-line, drawn per episode apart from the coin:
+#: demonstrations of both sides start from the same spread of places, so where the car is says nothing of the side.
+APPROACH_SPREAD = 0.9
 #: Shortest route: the car must have room to come back to the centre after the barrier.
 MIN_ROUTE_LENGTH = OBSTACLE_S[1] + STRAIGHT_PAST
 #: Penalty on hitting the barrier, which ends the episode (as leaving the road does).
@@ -37,16 +40,16 @@ COLLISION_PENALTY = OFFROAD_PENALTY
 
 
 class DetourEnv(LaneFollowEnv):
-    """Drive along the road's centre-line, pass a barrier that blocks it, and reach the route end.
+    """Keep a line near the road's centre-line, pass a barrier that blocks it, and reach the route end.
 
-    Observation, action and reward as LaneFollow-v0 (the car drives on the centre-line here, and ``lateral_offset``
-    is measured from it), minus ``COLLISION_PENALTY`` when the chassis touches the barrier, which terminates the
-    episode. ``info`` adds ``collision``. The barrier stands ``OBSTACLE_S`` metres along a straight route start;
-    ``pass_side`` (+1 left, -1 right, a per-seed coin) is privileged: only the expert reads it.
+    Observation, action and reward as LaneFollow-v0, minus ``COLLISION_PENALTY`` when the chassis touches the
+    barrier, which terminates the episode; ``info`` adds ``collision``. Per episode the seed draws where the barrier
+    stands (``OBSTACLE_S`` metres along a straight route start), the line the car keeps before and after it
+    (``driving_offset``, within ``APPROACH_SPREAD`` of the centre-line; ``lateral_offset`` is measured from it) and
+    ``pass_side`` (+1 left, -1 right), a coin that only the privileged expert reads.
     """
 
     METRICS = {**LaneFollowEnv.METRICS, "collision": "last"}
-    DRIVING_OFFSET = 0.0
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class DetourEnv(LaneFollowEnv):
         and stand the barrier on it."""
         self.obstacle_s = float(rng.uniform(*OBSTACLE_S))
         self.pass_side = 1.0 if rng.random() < 0.5 else -1.0
+        self.driving_offset = float(rng.uniform(-APPROACH_SPREAD, APPROACH_SPREAD))
         straight = self.obstacle_s + STRAIGHT_PAST
         road = Road.generate(rng, self.route_length, first_straight=(straight, straight + 10.0))
         xy, heading = road.pose(self.obstacle_s)

@@ -56,8 +56,6 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                  "brake": (1, (-0.05,), ("brake", "no brake"))}
     #: Names of the ``state`` dimensions (see STATE_LOW), for statistics and video overlays.
     STATE_LABELS = ("speed", "yaw_rate", "steer_angle", "prev_throttle")
-    #: Lateral offset (m, left positive) of the line the car starts on and ``lateral_offset`` is measured from.
-    DRIVING_OFFSET = LANE_OFFSET
 
     def __init__(
         self,
@@ -112,6 +110,8 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
 
         self.road: Road | None = None
+        #: Lateral offset (m, left positive) of the line the car starts near and ``lateral_offset`` is measured from.
+        self.driving_offset = LANE_OFFSET
         self._s = 0.0
         self._d = 0.0
         self._steps = 0
@@ -135,7 +135,7 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.perturber.begin_episode(seed, options)
         self._paint_road(rng)
 
-        offset = self.DRIVING_OFFSET + float(rng.uniform(-0.3, 0.3))
+        offset = self.driving_offset + float(rng.uniform(-0.3, 0.3))
         xy, heading = self.road.pose(0.0, offset)
         self.car.reset(xy, heading + float(rng.uniform(-0.05, 0.05)))
 
@@ -229,5 +229,5 @@ class LaneFollowEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return {
             "is_success": bool(success),
             "route_completion": clamp(self._s / self.route_length, 0.0, 1.0),
-            "lateral_offset": float(d - self.DRIVING_OFFSET),
+            "lateral_offset": float(d - self.driving_offset),
         }

@@ -31,7 +31,10 @@ MAX_GMM_MODES = 64
 MAX_CHUNK_SIZE = 256
 MAX_HISTORY = 16
 #: A mode's standard deviation never goes below this (softplus + floor, as robomimic), so the likelihood stays finite.
-GMM_MIN_STD = 1e-3
+#: Not much lower: an expert's action dimension that the state alone predicts (a driving expert's throttle) would
+#: shrink towards the floor, its NLL gradient (1 / std^2) would swamp the shared layers, and the image-dependent
+#: dimension (steering) would hardly be learnt (Detour-v0 at a floor of 1e-3: steering stds ~0.2, throttle's 0.008).
+GMM_MIN_STD = 0.05
 #: Width, attention heads and layers of the chunk head's transformer: small, as a CPU must run it every step.
 CHUNK_WIDTH = 128
 CHUNK_ATTENTION_HEADS = 4
