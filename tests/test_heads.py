@@ -25,7 +25,7 @@ from imitlab.deploy.runtime import OnnxPolicy, load_bundle
 from imitlab.agents import resolve_agent
 from imitlab.evaluation.evaluate import evaluate
 from imitlab.policies import ImagePolicy, PolicyConfig, load_policy
-from imitlab.policies.heads import LR_SCALES, GMMHead, action_horizon
+from imitlab.policies.heads import GMM_MIN_STD, LR_SCALES, GMMHead, action_horizon
 from imitlab.policies.io import CONFIG_FILE, policy_dir
 from imitlab.training.augment import random_shift
 from imitlab.training.bc import TrainConfig, train
@@ -117,7 +117,8 @@ def test_gmm_acts_on_the_likelier_mode_where_mse_averages_the_two(one_thread):
     assert mse_action == pytest.approx(0.24, abs=0.05)
     executor = EpisodeExecutor(Execution(head="gmm", sample=True), seed=3)
     draws = np.array([executor.act({k: v[0] for k, v in gmm.items()})[0] for _ in range(400)])
-    assert 0.6 < np.mean(draws > 0) < 0.8 and np.mean(np.abs(np.abs(draws) - 0.6) < 0.1) > 0.95
+    near_a_mode = np.abs(np.abs(draws) - 0.6) < 4 * GMM_MIN_STD  # a sample spreads at least the floor's std
+    assert 0.6 < np.mean(draws > 0) < 0.8 and np.mean(near_a_mode) > 0.95
     again = EpisodeExecutor(Execution(head="gmm", sample=True), seed=3)
     assert [again.act({k: v[0] for k, v in gmm.items()})[0] for _ in range(5)] == pytest.approx(draws[:5].tolist())
 
