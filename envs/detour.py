@@ -1,8 +1,8 @@
 """Detour: LaneFollow's car and road with a barrier across the middle of the road, to be passed on either side.
 
-The task is built to be multimodal. The privileged expert passes the barrier on the left or on the right, as a
-coin drawn from the episode's seed says; both sides are free road, and nothing the car observes tells which side
-the coin chose. Demonstrations therefore hold two equally likely actions for one observation, and their average
+The task is built to be multimodal. The privileged expert passes the barrier on the left or on the right, as the
+episode's seed says (its parity); both sides are free road, and nothing the car observes tells which side the seed
+chose. Demonstrations therefore hold two equally likely actions for one observation, and their average
 (what a policy trained with MSE learns) drives straight into the barrier.
 """
 
@@ -46,7 +46,9 @@ class DetourEnv(LaneFollowEnv):
     barrier, which terminates the episode; ``info`` adds ``collision``. Per episode the seed draws where the barrier
     stands (``OBSTACLE_S`` metres along a straight route start), the line the car keeps before and after it
     (``driving_offset``, within ``APPROACH_SPREAD`` of the centre-line; ``lateral_offset`` is measured from it) and
-    ``pass_side`` (+1 left, -1 right), a coin that only the privileged expert reads.
+    ``pass_side`` (+1 left, -1 right), which only the privileged expert reads: left for an even seed, right for an
+    odd one (a coin when unseeded), so the demos of any run of consecutive seeds, as ``imitlab record`` draws them,
+    pass on each side equally often; a global majority would teach an averaging policy to lean to its side.
     """
 
     METRICS = {**LaneFollowEnv.METRICS, "collision": "last"}
@@ -64,6 +66,7 @@ class DetourEnv(LaneFollowEnv):
         self._obstacle_body = self.model.body("obstacle").id
         self.obstacle_s = 0.0
         self.pass_side = 1.0
+        self._episode_seed: int | None = None
         self._obstacle_corners = np.zeros((4, 2))
 
     @classmethod
@@ -74,6 +77,12 @@ class DetourEnv(LaneFollowEnv):
         if isinstance(route_length, (int, float)) and not route_length >= MIN_ROUTE_LENGTH:
             raise EnvArgumentError(f"imitlab/Detour-v0: route_length={route_length!r} must be at least "
                                    f"{MIN_ROUTE_LENGTH:g} m (the barrier stands up to {OBSTACLE_S[1]:g} m along it)")
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._episode_seed = seed
+        return super().reset(seed=seed, options=options)
 
     def make_expert(self) -> DetourExpert:
         """The privileged expert that passes on ``pass_side`` (imported here: it imports this module)."""
@@ -95,10 +104,12 @@ class DetourEnv(LaneFollowEnv):
                       contype=0, conaffinity=0)
 
     def _generate_road(self, rng: np.random.Generator) -> Road:
-        """Draw the barrier's place and the expert's side, then a road that is straight well past the barrier,
+        """Draw the barrier's place, the expert's side and the approach line, then a road that is straight well past the barrier,
         and stand the barrier on it."""
         self.obstacle_s = float(rng.uniform(*OBSTACLE_S))
-        self.pass_side = 1.0 if rng.random() < 0.5 else -1.0
+        coin = rng.random() < 0.5  # drawn either way, so the layout is the same whichever rule decides the side
+        seed = self._episode_seed
+        self.pass_side = (1.0 if coin else -1.0) if seed is None else (1.0 if seed % 2 == 0 else -1.0)
         self.driving_offset = float(rng.uniform(-APPROACH_SPREAD, APPROACH_SPREAD))
         straight = self.obstacle_s + STRAIGHT_PAST
         road = Road.generate(rng, self.route_length, first_straight=(straight, straight + 10.0))
