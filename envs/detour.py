@@ -23,8 +23,11 @@ from imitlab.envs.road import Road
 if TYPE_CHECKING:
     from imitlab.envs.detour_expert import DetourExpert
 
-#: Barrier half extents (m): along the road, across it, and its height; its centre sits on the road's centre-line.
-OBSTACLE_HALF_SIZE = (0.5, 1.0, 0.8)
+#: Barrier half length along the road and half height (m); its width across the road is the ``barrier_width``
+#: argument (at most ``MAX_BARRIER_WIDTH``: the expert's passing line leaves 0.2 m beside that), its centre on the
+#: road's centre-line.
+OBSTACLE_HALF_LENGTH, OBSTACLE_HALF_HEIGHT = 0.5, 0.8
+BARRIER_WIDTHS = (0.5, 2.9)
 OBSTACLE_RGBA = (0.95, 0.55, 0.05, 1.0)
 #: Route arc length (m) of the barrier's centre, drawn per episode; the road is straight from the start to
 #: ``STRAIGHT_PAST`` metres beyond it, so the barrier is seen head-on and passed on a straight.
@@ -59,9 +62,11 @@ class DetourEnv(LaneFollowEnv):
         render_mode: str | None = None,
         time_limit_s: float = 20.0,
         route_length: float = 70.0,
+        barrier_width: float = 2.0,
         perturb: Mapping[str, int] | None = None,
     ):
-        self.check_kwargs({"route_length": route_length})
+        self.check_kwargs({"route_length": route_length, "barrier_width": barrier_width})
+        self.barrier_width = float(barrier_width)  # before the scene is built: _add_to_scene sizes the barrier
         super().__init__(image_size, render_mode, time_limit_s, route_length, perturb)
         self._obstacle_body = self.model.body("obstacle").id
         self.obstacle_s = 0.0
@@ -72,11 +77,15 @@ class DetourEnv(LaneFollowEnv):
     @classmethod
     def check_kwargs(cls, kwargs: Mapping[str, Any]) -> None:
         """A route too short to pass the barrier and return is one line (``check_env_kwargs`` calls this)."""
-        default = inspect.signature(cls.__init__).parameters["route_length"].default
-        route_length = kwargs.get("route_length", default)
+        defaults = inspect.signature(cls.__init__).parameters
+        route_length = kwargs.get("route_length", defaults["route_length"].default)
         if isinstance(route_length, (int, float)) and not route_length >= MIN_ROUTE_LENGTH:
             raise EnvArgumentError(f"imitlab/Detour-v0: route_length={route_length!r} must be at least "
                                    f"{MIN_ROUTE_LENGTH:g} m (the barrier stands up to {OBSTACLE_S[1]:g} m along it)")
+        width = kwargs.get("barrier_width", defaults["barrier_width"].default)
+        if isinstance(width, (int, float)) and not BARRIER_WIDTHS[0] <= width <= BARRIER_WIDTHS[1]:
+            raise EnvArgumentError(f"imitlab/Detour-v0: barrier_width={width!r} must be from {BARRIER_WIDTHS[0]:g} "
+                                   f"to {BARRIER_WIDTHS[1]:g} m (the expert passes 2.5 m from the centre-line)")
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -100,7 +109,7 @@ class DetourEnv(LaneFollowEnv):
     def _add_to_scene(self, spec: mujoco.MjSpec) -> None:
         # A mocap body: the car's reset (mj_resetData) puts it where body_pos says, and kinematics moves its geom.
         body = spec.worldbody.add_body(name="obstacle", mocap=True)
-        body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=list(OBSTACLE_HALF_SIZE), rgba=list(OBSTACLE_RGBA),
+        body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[OBSTACLE_HALF_LENGTH, self.barrier_width / 2, OBSTACLE_HALF_HEIGHT], rgba=list(OBSTACLE_RGBA),
                       contype=0, conaffinity=0)
 
     def _generate_road(self, rng: np.random.Generator) -> Road:
@@ -114,9 +123,9 @@ class DetourEnv(LaneFollowEnv):
         straight = self.obstacle_s + STRAIGHT_PAST
         road = Road.generate(rng, self.route_length, first_straight=(straight, straight + 10.0))
         xy, heading = road.pose(self.obstacle_s)
-        self.model.body_pos[self._obstacle_body] = (xy[0], xy[1], OBSTACLE_HALF_SIZE[2])
+        self.model.body_pos[self._obstacle_body] = (xy[0], xy[1], OBSTACLE_HALF_HEIGHT)
         self.model.body_quat[self._obstacle_body] = (np.cos(heading / 2), 0.0, 0.0, np.sin(heading / 2))
-        self._obstacle_corners = box_corners(xy, heading, OBSTACLE_HALF_SIZE[0], OBSTACLE_HALF_SIZE[1])
+        self._obstacle_corners = box_corners(xy, heading, OBSTACLE_HALF_LENGTH, self.barrier_width / 2)
         return road
 
     def _info(self, d: float, success: bool) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from imitlab.core.scalars import clamp
 from imitlab.envs.detour import DetourEnv
 from imitlab.envs.driving_expert import LaneFollowExpert, curve_speed
 
-#: Offset of the passing line from the centre-line (m): the barrier's half width, the car's, and 0.65 m between.
+#: Offset of the passing line from the centre-line (m): 0.65 m beside the car and the default 2 m barrier.
 PASS_OFFSET = 2.5
 #: The path leaves the approach line ``SWERVE_START`` metres before the barrier, reaches the passing line
 #: ``SWERVE_LENGTH`` later, holds it to ``RETURN_START`` past the barrier and is back ``SWERVE_LENGTH`` after that.

@@ -102,9 +102,27 @@ def test_metrics_name_the_collision() -> None:
     env.close()
 
 
-def test_short_route_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("arg, message", [
+    ("route_length=40", f"route_length=40 must be at least {MIN_ROUTE_LENGTH:g} m"),
+    ("barrier_width=3.5", "barrier_width=3.5 must be from 0.5 to 2.9 m"),
+])
+def test_bad_layout_arguments_are_one_line(tmp_path, monkeypatch, capsys, arg, message) -> None:
     out = tmp_path / "demos"
     code, _, err = run_cli(monkeypatch, capsys, "record", "--env", "imitlab/Detour-v0", "--episodes", "1",
-                           "--out", str(out), "--env-arg", "route_length=40")
-    assert code == 1 and f"route_length=40 must be at least {MIN_ROUTE_LENGTH:g} m" in one_error_line(err)
+                           "--out", str(out), "--env-arg", arg)
+    assert code == 1 and message in one_error_line(err)
     assert not out.exists()
+
+
+def test_a_wider_barrier_is_what_the_car_hits() -> None:
+    env = DetourEnv(image_size=SIZE, barrier_width=2.6)
+    try:
+        env.reset(seed=0)
+        corners = env._obstacle_corners
+        assert np.linalg.norm(corners[0] - corners[1]) == pytest.approx(2.6)  # across the road
+        expert = DetourExpert(env)
+        expert.reset()
+        info, widest = drive(env, 0, expert.act)
+        assert info["is_success"] and abs(widest) > 2.4
+    finally:
+        env.close()
