@@ -87,8 +87,9 @@ def ray_local():
 #: the many short modules fill the gaps at the end, instead of one long module running on alone at the end.
 #: Measured with ``pytest -n 2 --dist loadfile --durations=0``, summed per module; re-measure when a module grows.
 HEAVY_MODULES = (
-    "test_deploy_gate.py", "test_heads.py", "test_command_policy.py", "test_pipeline.py", "test_deploy_server.py",
-    "test_training.py", "test_policies.py", "test_eval_parallel.py", "test_robustness.py", "test_deploy_runtime.py",
+    "test_heads.py", "test_deploy_gate.py", "test_command_policy.py", "test_pipeline.py", "test_deploy_server.py",
+    "test_training.py", "test_distributed_training.py", "test_eval_faults.py", "test_eval_parallel.py",
+    "test_ray_backend.py", "test_policies.py", "test_robustness.py", "test_gpu_check.py", "test_deploy_runtime.py",
 )
 
 
