@@ -55,15 +55,29 @@ class _Actor(WorkerSlot):
     """The reference awaited: ``ready`` while starting, then the running task's result (None while idle)."""
 
 
+def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to the cluster at ``address``, or (None) start a local Ray instance with ``num_cpus`` CPUs (None:
+    every core), unless Ray is already up in this process; True when an instance was started here, which the
+    caller then shuts down (``disconnect_ray``) and nobody else does."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False)
+    return True
+
+
+def disconnect_ray(started: bool) -> None:
+    """Shut down the Ray instance ``connect_ray`` started (``started``); leave one found running alone."""
+    if started and ray.is_initialized():
+        ray.shutdown()
+
+
 class RayEpisodePool(EpisodePool[R]):
     """``EpisodePool`` on Ray actors (one CPU each); connects to ``address`` or starts a local Ray instance,
     and shuts down only an instance it started."""
 
     def __init__(self, factory: RunnerFactory[R], workers: int | None, address: str | None = None,
                  **options: Any):
-        self._started_ray = not ray.is_initialized()
-        if self._started_ray:
-            ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False)
+        self._started_ray = connect_ray(address, workers)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         super().__init__(factory, workers or cpus, **options)
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_RunnerActor)
@@ -133,5 +147,4 @@ class RayEpisodePool(EpisodePool[R]):
         for actor in self._actors:
             ray.kill(actor.handle)
         self._actors.clear()
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
+        disconnect_ray(self._started_ray)

@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 from tqdm import tqdm
 
 from imitlab.core.errors import ImitlabError
+from imitlab.evaluation.ray_workers import connect_ray, disconnect_ray
 from imitlab.training.config import TrainConfig
 
 try:
@@ -31,14 +32,11 @@ TASK_RETRIES = 2
 def ray_session(address: str | None) -> Iterator[None]:
     """Connect to the cluster at ``address`` (None: start a local Ray instance with every core) unless Ray is
     already up; shut down only an instance started here."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False)
+    started = connect_ray(address)
     try:
         yield
     finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
+        disconnect_ray(started)
 
 
 def _train_task(config: TrainConfig) -> str | None:
