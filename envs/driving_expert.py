@@ -64,7 +64,8 @@ def curve_speed(road: Road, s: float, speed: float, cruise: float = CRUISE_SPEED
     """The lowest of ``cruise`` and, for every curve within braking distance of ``s``, the speed that keeps
     lateral acceleration at ``lateral_accel`` once there (reached by braking at ``decel``)."""
     horizon = speed**2 / (2.0 * decel) + 5.0
-    ahead = (road.s >= s) & (road.s <= s + horizon)
+    # road.s increases, so the samples in [s, s + horizon] are one slice (a mask over all of them costs more).
+    ahead = slice(np.searchsorted(road.s, s, side="left"), np.searchsorted(road.s, s + horizon, side="right"))
     kappa = np.abs(road.curvature[ahead])
     if not kappa.any():
         return cruise

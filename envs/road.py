@@ -134,8 +134,10 @@ class Road:
         if near is not None:
             lo = min(max(0, int((near[0] - self.s[0]) / _SAMPLE_SPACING)), len(self.points) - 2)
             hi = min(len(self.points), max(lo + 2, int((near[1] - self.s[0]) / _SAMPLE_SPACING) + 1))
-        delta = self.points[lo:hi] - xy
-        i = lo + int(np.argmin(np.einsum("ij,ij->i", delta, delta)))
+        # Per coordinate: numpy loops slowly over rows of two, and these are the same squared distances.
+        dx = self.points[lo:hi, 0] - xy[0]
+        dy = self.points[lo:hi, 1] - xy[1]
+        i = lo + int(np.argmin(dx * dx + dy * dy))
         # The nearest point lies on one of the two segments touching sample i: project onto both, keep the closer.
         best: tuple[float, float, float] | None = None
         for j in (i - 1, i):

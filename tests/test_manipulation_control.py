@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 import pytest
 
 from imitlab.envs.manipulation import PickPlaceEnv, PushEnv, ReachEnv
 from imitlab.envs.manipulation.arm_env import MAX_DELTA, WORKSPACE
-from imitlab.envs.manipulation.controller import DOWN, HOME_QPOS
+from imitlab.envs.manipulation.controller import DOWN, HOME_QPOS, _solve
 from imitlab.envs.manipulation.experts import toward
 from imitlab.envs.manipulation.tasks import BLOCK_HALF
 
@@ -33,6 +34,41 @@ def test_ik_solution_is_exact(reach: ReachEnv, target: list[float]) -> None:
     assert np.linalg.norm(pos - target) < 1e-3
     assert np.abs(rot - DOWN).max() < 1e-3
     assert np.all(q >= reach.ik.q_low) and np.all(q <= reach.ik.q_high)
+
+
+def plain_ik(reach: ReachEnv, q: np.ndarray, target: np.ndarray, iterations: int) -> np.ndarray:
+    """The IK written with numpy's plain calls (gathers, vstack, np.linalg.solve/norm, np.clip): what ``solve``
+    must equal bit for bit, so that trajectories recorded before its buffers and LAPACK calls stay reproducible."""
+    ik = reach.ik
+    for _ in range(iterations):
+        pos, rot = ik.site_pose(q)
+        x, y, z = rot[:, 0], rot[:, 1], rot[:, 2]
+        err = np.concatenate([target - pos, 0.5 * np.array([y[2] - z[1], x[2] + z[0], -x[1] - y[0]])])
+        if np.linalg.norm(err) < ik.tolerance:
+            break
+        jacp, jacr = np.zeros((3, reach.model.nv)), np.zeros((3, reach.model.nv))
+        mujoco.mj_jacSite(reach.model, ik.data, jacp, jacr, ik.site_id)
+        jac = np.vstack([jacp[:, ik.dof_adr], jacr[:, ik.dof_adr]])
+        jjt = jac @ jac.T
+        posture = ik.posture_gain * (HOME_QPOS - q)
+        posture -= jac.T @ np.linalg.solve(jjt, jac @ posture)
+        dq = jac.T @ np.linalg.solve(jjt + ik._damping, err) + posture
+        q = np.clip(q + dq, ik.q_low, ik.q_high)
+    return q
+
+
+def test_ik_equals_plain_numpy_bit_for_bit(reach: ReachEnv) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        q = HOME_QPOS + rng.normal(0.0, 0.3, 7)
+        target = np.array([0.5, 0.0, 0.15]) + rng.normal(0.0, 0.05, 3)
+        for iterations in (2, 50):
+            assert np.array_equal(reach.ik.solve(q, target, iterations), plain_ik(reach, q, target, iterations))
+
+
+def test_ik_linear_solve_raises_on_a_singular_matrix_as_numpy_does() -> None:
+    with pytest.raises(np.linalg.LinAlgError):
+        _solve(np.ones((6, 6)), np.ones(6))
 
 
 @pytest.mark.parametrize("target", [[0.35, -0.2, 0.05], [0.65, 0.2, 0.03], [0.5, 0.1, 0.3]])

@@ -1,4 +1,5 @@
-"""clamp stands in for float(np.clip(...)) on scalars in env loops: it must give the very same numbers."""
+"""clamp and norm stand in for float(np.clip(...)) and np.linalg.norm in env loops: they must give the very same
+numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import numpy as np
 
-from imitlab.core.scalars import clamp
+from imitlab.core.scalars import clamp, norm
 
 
 def test_clamp_equals_numpy_clip_bit_for_bit() -> None:
@@ -15,3 +16,12 @@ def test_clamp_equals_numpy_clip_bit_for_bit() -> None:
         got, want = clamp(value, -1.0, 1.0), float(np.clip(value, -1.0, 1.0))
         assert type(got) is float and got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
     assert math.isnan(clamp(float("nan"), -1.0, 1.0))
+
+
+def test_norm_equals_numpy_norm_bit_for_bit() -> None:
+    rng = np.random.default_rng(1)
+    for size in (2, 3, 7):
+        for vector in rng.normal(0.0, 0.1, (200, size)):
+            got = norm(vector)
+            assert type(got) is float and got == float(np.linalg.norm(vector))
+    assert norm(np.zeros(3)) == 0.0 and math.isnan(norm(np.array([np.nan, 1.0])))

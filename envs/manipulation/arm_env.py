@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from imitlab.core.scalars import norm
 from imitlab.envs import Expert
 from imitlab.envs.manipulation.cameras import CameraRig
 from imitlab.envs.manipulation.controller import ARM_JOINTS, HOME_QPOS, IKController, Workspace
@@ -185,10 +186,11 @@ class ArmEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         bad_action = nonfinite_action(action)
         if bad_action is not None:
             return self._end_unstable(bad_action)
-        action = self.perturber.act(np.clip(action, -1.0, 1.0))
+        # np.minimum/np.maximum and scalars.norm give np.clip's and np.linalg.norm's numbers with less dispatch.
+        action = self.perturber.act(np.minimum(np.maximum(action, -1.0), 1.0))
         grip = self.grip_pos
         lag = self._target - grip
-        lag *= min(1.0, TARGET_LEASH / max(float(np.linalg.norm(lag)), 1e-9))
+        lag *= min(1.0, TARGET_LEASH / max(norm(lag), 1e-9))
         self._target = WORKSPACE.clip(grip + lag + MAX_DELTA * action[:3])
         start = self.data.ctrl[self.arm_ctrl].copy()
         goal = self.ik.solve(start, self._target)

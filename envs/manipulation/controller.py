@@ -8,10 +8,12 @@ It works on its own ``MjData`` so solving never disturbs the simulated state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+from scipy.linalg.lapack import dgesv
 
 #: Grip-site orientation the IK holds: z (approach axis) down, y (finger axis) along -world y.
 DOWN = np.diag([1.0, -1.0, -1.0])
@@ -20,11 +22,21 @@ HOME_QPOS = np.array([0.0, 0.0, 0.0, -1.5708, 0.0, 1.5708, 0.0])
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 
 
-def _rotation_error(rot: np.ndarray) -> np.ndarray:
-    """Small-angle rotation (axis * angle, world frame) taking ``rot`` to ``DOWN``: 0.5 * sum_i rot_i x down_i."""
-    x, y, z = rot[:, 0], rot[:, 1], rot[:, 2]
-    # DOWN's columns are +x, -y, -z, so each cross product reduces to a signed pick of two entries.
-    return 0.5 * np.array([y[2] - z[1], x[2] + z[0], -x[1] - y[0]])
+def _rotation_error(xmat: np.ndarray) -> list[float]:
+    """Small-angle rotation (axis * angle, world frame) taking the flat row-major 3x3 ``xmat`` to ``DOWN``:
+    0.5 * sum_i rot_i x down_i. DOWN's columns are +x, -y, -z, so each cross product reduces to a signed pick of
+    two entries; Python floats, because numpy's per-element indexing costs more here than the arithmetic."""
+    r10, r01, r20, r02, r21, r12 = (float(xmat[i]) for i in (3, 1, 6, 2, 7, 5))
+    return [0.5 * (r21 - r12), 0.5 * (r20 + r02), 0.5 * (-r10 - r01)]
+
+
+def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)`` for one small system: the same LAPACK ``gesv`` (same result), a quarter of the
+    overhead; a singular ``a`` raises as numpy does."""
+    x, info = dgesv(a, b)[2:]
+    if info > 0:
+        raise np.linalg.LinAlgError("Singular matrix")
+    return x
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,7 @@ class Workspace:
     high: np.ndarray
 
     def clip(self, pos: np.ndarray) -> np.ndarray:
-        return np.clip(pos, self.low, self.high)
+        return np.minimum(np.maximum(pos, self.low), self.high)  # np.clip's numbers, less dispatch
 
 
 class IKController:
@@ -56,29 +68,45 @@ class IKController:
         self.tolerance = tolerance
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
+        self._jac = np.zeros((6, len(ARM_JOINTS)), order="F")  # the layout the gathers gave: BLAS rounds by layout
+        self._err = np.zeros(6)
 
     def site_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grip-site position and rotation matrix at arm configuration ``q`` (fingers at their model default)."""
+        self._forward(q)
+        return self.data.site_xpos[self.site_id].copy(), self.data.site_xmat[self.site_id].reshape(3, 3).copy()
+
+    def _forward(self, q: np.ndarray) -> None:
+        """Kinematics (and the com frames ``mj_jacSite`` needs) of this solver's data at arm configuration ``q``."""
         self.data.qpos[self.qpos_adr] = q
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_comPos(self.model, self.data)
-        return self.data.site_xpos[self.site_id].copy(), self.data.site_xmat[self.site_id].reshape(3, 3).copy()
 
     def solve(self, q: np.ndarray, target: np.ndarray, iterations: int | None = None) -> np.ndarray:
-        """Joint configuration near ``q`` that puts the grip site at ``target`` pointing down (within limits)."""
+        """Joint configuration near ``q`` that puts the grip site at ``target`` pointing down (within limits).
+
+        This runs every control step, so it works in preallocated buffers and skips numpy's wrappers where a
+        plain operation gives the same numbers (``np.linalg.norm`` is ``sqrt(x.dot(x))``, ``np.clip`` is
+        ``minimum(maximum())``, ``np.linalg.solve`` is LAPACK's ``gesv``). The arithmetic and the memory layouts
+        are the same (BLAS rounds by layout), so trajectories are bit-identical to the plain version's
+        (``test_ik_equals_plain_numpy_bit_for_bit``).
+        """
         q = np.array(q, dtype=np.float64)
+        err, jac = self._err, self._jac
+        site_xpos, site_xmat = self.data.site_xpos[self.site_id], self.data.site_xmat[self.site_id]
         for _ in range(self.iterations if iterations is None else iterations):
-            pos, rot = self.site_pose(q)
-            pos_err = target - pos
-            err = np.concatenate([pos_err, _rotation_error(rot)])
-            if np.linalg.norm(err) < self.tolerance:
+            self._forward(q)
+            np.subtract(target, site_xpos, out=err[:3])
+            err[3:] = _rotation_error(site_xmat)
+            if math.sqrt(err.dot(err)) < self.tolerance:
                 break
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site_id)
-            jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])
+            jac[:3] = self._jacp[:, self.dof_adr]
+            jac[3:] = self._jacr[:, self.dof_adr]
             jjt = jac @ jac.T
             posture = self.posture_gain * (HOME_QPOS - q)
             # The posture step is projected with the undamped pseudo-inverse: it must not leak into the task.
-            posture -= jac.T @ np.linalg.solve(jjt, jac @ posture)
-            dq = jac.T @ np.linalg.solve(jjt + self._damping, err) + posture
-            q = np.clip(q + dq, self.q_low, self.q_high)
+            posture -= jac.T @ _solve(jjt, jac @ posture)
+            dq = jac.T @ _solve(jjt + self._damping, err) + posture
+            q = np.minimum(np.maximum(q + dq, self.q_low), self.q_high)
         return q

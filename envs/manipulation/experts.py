@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imitlab.core.scalars import clamp
+from imitlab.core.scalars import clamp, norm
 from imitlab.envs.manipulation.arm_env import MAX_DELTA
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class PushExpert:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         grip, block, goal = self.env.grip_pos, self.env.block_pos[:2], self.env.goal_xy
         offset = goal - block
-        distance = float(np.linalg.norm(offset))
+        distance = norm(offset)
         unit = offset / max(distance, 1e-9)
         relative = grip[:2] - block
         depth = -float(unit @ relative)  # how far behind the block centre, along the push
@@ -102,9 +102,9 @@ class PushExpert:
             high = clamp((grip[2] - self.PUSH_Z - self.LAND_BAND[0]) / self.LAND_BAND[1], 0.0, 1.0)
             aim = high * entrance + (1.0 - high) * push_to
             return _action(toward(grip, np.append(aim, self.PUSH_Z)), CLOSE)
-        if grip[2] < self.CLEAR_Z and np.linalg.norm(relative) < self.CLEAR_RADIUS:
+        if grip[2] < self.CLEAR_Z and norm(relative) < self.CLEAR_RADIUS:
             return _action(toward(grip, np.append(grip[:2], self.HOVER_Z)), CLOSE)
-        z = self.PUSH_Z if np.linalg.norm(grip[:2] - entrance) < 0.01 else self.HOVER_Z
+        z = self.PUSH_Z if norm(grip[:2] - entrance) < 0.01 else self.HOVER_Z
         return _action(toward(grip, np.append(entrance, z)), CLOSE)
 
 
@@ -132,17 +132,17 @@ class PickPlaceExpert:
         env = self.env
         grip, block, bin_xy = env.grip_pos, env.block_pos, env.bin_xy
         self.count += 1
-        held = np.linalg.norm(block - grip) < 0.02 and env.jaw_opening < 0.05
+        held = norm(block - grip) < 0.02 and env.jaw_opening < 0.05
         if self.phase in ("lift", "carry", "lower") and not held:
             self._enter("above_block")
         if self.phase == "above_block":
             hover = block + [0.0, 0.0, self.HOVER_DZ]
-            if np.linalg.norm(grip - hover) < 0.015:
+            if norm(grip - hover) < 0.015:
                 self._enter("descend")
             else:
                 return _action(toward(grip, hover), OPEN)
         if self.phase == "descend":
-            if np.linalg.norm(grip - block) < 0.006:
+            if norm(grip - block) < 0.006:
                 self._enter("grasp")
             else:
                 return _action(toward(grip, block), OPEN)
@@ -158,7 +158,7 @@ class PickPlaceExpert:
                 return _action(toward(grip, np.append(grip[:2], self.CARRY_Z)), CLOSE)
         if self.phase == "carry":
             over_bin = np.append(bin_xy, self.CARRY_Z)
-            if np.linalg.norm(grip[:2] - bin_xy) < 0.01:
+            if norm(grip[:2] - bin_xy) < 0.01:
                 self._enter("lower")
             else:
                 return _action(toward(grip, over_bin), CLOSE)

@@ -7,6 +7,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from imitlab.core.scalars import norm
 from imitlab.envs.manipulation.arm_env import FINGER_CLOSED, ArmEnv
 from imitlab.envs.manipulation.experts import PickPlaceExpert, PushExpert, ReachExpert
 
@@ -64,7 +65,7 @@ class ReachEnv(ArmEnv):
                                                                self.grip_pos, min_dist=0.12)
 
     def _goal_distance(self) -> float:
-        return float(np.linalg.norm(self.grip_pos - self.target_pos))
+        return norm(self.grip_pos - self.target_pos)
 
     def _is_success(self) -> bool:
         return self._goal_distance() < self.SUCCESS_RADIUS
@@ -104,7 +105,7 @@ class PushEnv(_BlockTask):
         return FINGER_CLOSED
 
     def _goal_distance(self) -> float:
-        return float(np.linalg.norm(self.block_pos[:2] - self.goal_xy))
+        return norm(self.block_pos[:2] - self.goal_xy)
 
     def _is_success(self) -> bool:
         return self._goal_distance() < self.SUCCESS_RADIUS
@@ -145,7 +146,7 @@ class PickPlaceEnv(_BlockTask):
 
     def _goal_distance(self) -> float:
         goal = np.append(self.bin_xy, BLOCK_HALF)
-        return float(np.linalg.norm(self.block_pos - goal))
+        return norm(self.block_pos - goal)
 
     def _fingers_touch_block(self) -> bool:
         contact = self.data.contact
@@ -157,7 +158,7 @@ class PickPlaceEnv(_BlockTask):
     def _is_success(self) -> bool:
         block = self.block_pos
         inside = bool(np.all(np.abs(block[:2] - self.bin_xy) < self.BIN_INNER_HALF))
-        speed = np.linalg.norm(self.data.qvel[self.block_qvel:self.block_qvel + 3])
+        speed = norm(self.data.qvel[self.block_qvel:self.block_qvel + 3])
         return (inside and block[2] < self.BIN_WALL_HEIGHT - 0.01 and speed < self.REST_SPEED
                 and not self._fingers_touch_block())
 
