@@ -1,16 +1,19 @@
 """Parallel recording: frames/s of `imitlab record` with 1 and N local workers and on Ray, against the bare expert
 loop (one process stepping the env with its expert, nothing encoded or written), all measured in one run.
 
-    python benchmarks/bench_record.py [--env imitlab/LaneFollow-v0] [--episodes 12] [--workers 2] [--image-size 84]
-                                      [--no-ray]
+    python benchmarks/bench_record.py [--env imitlab/LaneFollow-v0] [--episodes 24] [--short 4] [--workers 2]
+                                      [--image-size 84] [--rounds 2] [--no-ray]
 
 Issue 16 asks `record --workers 2` for >= 1.6x the bare loop's frames/s, issue 18 `--backend ray` for >= 1.8x the
-single worker's. The wall-clock of a recording includes starting its workers (spawn, imports, building the env),
-as a user sees it; Ray's own start (`ray.init`, tens of seconds on a busy machine) is done once before and not
-counted, as a cluster is started once for many runs. Each configuration runs `--rounds` times, alternating, and
-the best round counts, so a burst of load from other processes hits every configuration alike. Every recording is
-checked to hold the bare loop's episodes (same seeds, same frames and actions). Ratios are what carries from
-machine to machine; on a shared machine even they move with the load, so say how busy it was.
+single worker's (`record` in one process); the last lines print both ratios. Every configuration records
+`--episodes` and `--short` episodes (the first seeds) each round, alternating (``speedup.py``): the wall-clock of
+the long run includes starting the workers (a fork from the preloaded fork server, or a Ray actor's process start
+and imports, plus building the env), as a user of a short recording sees it; the throughput after start, in which
+that fixed cost cancels, is what a long recording gets. Ray's own start (`ray.init` with N CPUs, as
+`--backend ray` starts it: ``connect_ray``) is done once before and not counted, as a cluster is started once for
+many runs. Every recording is checked to hold the bare loop's episodes (same seeds, same frames and actions).
+Ratios are what carries from machine to machine; on a shared machine even they move with the load, so say how
+busy it was.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from speedup import Run, alternate, report, speedup
 
 from imitlab.demos.dataset import DemoDataset, Episode
 from imitlab.demos.recorder import collect_episode, record
@@ -50,52 +54,60 @@ def recorded(path: Path, reference: list[Episode]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="imitlab/LaneFollow-v0")
-    parser.add_argument("--episodes", type=int, default=12)
+    parser.add_argument("--episodes", type=int, default=24)
+    parser.add_argument("--short", type=int, default=4, help="episodes of the short run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--noise", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray backend")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     env_kwargs = {"image_size": args.image_size}
     seeds = list(range(args.episodes))
-    configs = {"record, 1 process": {"workers": 1},
-               f"record --workers {args.workers}": {"workers": args.workers}}
-    if not args.no_ray:
-        import ray
-
-        ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-        configs[f"record --backend ray --workers {args.workers}"] = {"workers": args.workers, "backend": "ray"}
-    best: dict[str, float] = {}
-    reference: list[Episode] = []
-    frames = 0
     scratch = Path(tempfile.mkdtemp(prefix="bench_record_"))
+    reference: dict[int, list[Episode]] = {}
+
+    def bare(episodes: int) -> tuple[float, int]:
+        seconds, reference[episodes] = bare_loop(args.env, env_kwargs, seeds[:episodes], args.noise)
+        return seconds, sum(len(e) for e in reference[episodes])
+
+    def config(name: str, **options) -> Run:
+        def run(episodes: int) -> tuple[float, int]:
+            out = scratch / "ds"
+            start = time.perf_counter()
+            summary = record(args.env, out, episodes, seed_start=0, noise_std=args.noise, env_kwargs=env_kwargs,
+                             progress=False, **options)
+            seconds = time.perf_counter() - start
+            if not recorded(out, reference[episodes]):
+                raise SystemExit(f"{name}: the episodes differ from the bare loop's")
+            shutil.rmtree(out)
+            return seconds, summary.steps
+        return run
+
+    single, parallel, on_ray = ("record, 1 process", f"record --workers {args.workers}",
+                                f"record --backend ray --workers {args.workers}")
+    configs = {"bare expert loop, no writing": bare, single: config(single, workers=1),
+               parallel: config(parallel, workers=args.workers)}
+    if not args.no_ray:
+        from imitlab.evaluation.ray_workers import connect_ray
+
+        connect_ray(None, args.workers)
+        configs[on_ray] = config(on_ray, workers=args.workers, backend="ray")
     try:
-        for round_ in range(args.rounds):
-            seconds, reference = bare_loop(args.env, env_kwargs, seeds, args.noise)
-            frames = sum(len(e) for e in reference)
-            best["bare expert loop, no writing"] = min(best.get("bare expert loop, no writing", seconds), seconds)
-            for name, options in configs.items():
-                out = scratch / f"{round_}_{len(best)}"
-                start = time.perf_counter()
-                record(args.env, out, args.episodes, seed_start=0, noise_std=args.noise, env_kwargs=env_kwargs,
-                       progress=False, **options)
-                seconds = time.perf_counter() - start
-                best[name] = min(best.get(name, seconds), seconds)
-                if not recorded(out, reference):
-                    raise SystemExit(f"{name}: the episodes differ from the bare loop's")
-                shutil.rmtree(out)
+        best = alternate(configs, args.short, args.episodes, args.rounds, "frames")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    load = os.getloadavg()
-    print(f"{args.env} at {args.image_size} px, {args.episodes} episodes = {frames} frames, best of {args.rounds} "
-          f"rounds; load average {load[0]:.1f} on {os.cpu_count()} cores; every recording identical per seed")
-    bare = frames / best["bare expert loop, no writing"]
-    single = frames / best["record, 1 process"]
-    print(f"| configuration | frames/s | vs bare loop | vs record, 1 process |\n|---|---|---|---|")
-    for name, seconds in best.items():
-        rate = frames / seconds
-        print(f"| {name} | {rate:.0f} | {rate / bare:.2f}x | {rate / single:.2f}x |")
+    print(f"{args.env} at {args.image_size} px, {args.episodes} and {args.short} episodes, best of {args.rounds} "
+          f"rounds; every recording identical per seed to the bare loop's")
+    report(best, single, args.short, args.episodes, "frames", load_before)
+    wall_x, after_x = speedup(best, parallel, "bare expert loop, no writing", args.short, args.episodes)
+    print(f"issue 16: {parallel} over the bare loop: {after_x:.2f}x after start, {wall_x:.2f}x wall-clock "
+          f"(target >= 1.6x)")
+    if not args.no_ray:
+        wall_x, after_x = speedup(best, on_ray, single, args.short, args.episodes)
+        print(f"issue 18: {on_ray} over {single}: {after_x:.2f}x after start, {wall_x:.2f}x wall-clock of "
+              f"{args.episodes} episodes (target >= 1.8x)")
 
 
 if __name__ == "__main__":

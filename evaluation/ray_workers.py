@@ -27,6 +27,12 @@ except ImportError:  # pragma: no cover - the optional extra is missing
     raise ImitlabError("--backend ray needs Ray: pip install 'imitlab[ray]'") from None
 
 
+#: Ray's settings for a local instance started here: its worker processes run at the local workers' priority (Ray's
+#: default niceness 15 hands the cores to every other process first, so on a shared machine the actors got a
+#: fraction of what a local worker gets), and Ray's metrics, which nothing here reads, are not collected.
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0, "enable_metrics_collection": False}
+
+
 class _RunnerActor:
     """A Ray actor holding one runner; ``ready`` reports the env's time limit or why the runner did not build."""
 
@@ -61,7 +67,10 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
     caller then shuts down (``disconnect_ray``) and nobody else does."""
     if ray.is_initialized():
         return False
-    ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False)
+    if address is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config=LOCAL_SYSTEM_CONFIG)
+    else:
+        ray.init(address=address, include_dashboard=False)
     return True
 
 

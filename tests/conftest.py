@@ -73,8 +73,10 @@ def ray_local():
     """One local Ray instance with 2 CPUs for every Ray test (starting one takes seconds)."""
     import ray
 
+    from imitlab.evaluation.ray_workers import LOCAL_SYSTEM_CONFIG
+
     sigterm = signal.getsignal(signal.SIGTERM)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG)
     # ray.init takes over SIGTERM in this process; tests run after it in the same pytest worker (e.g. evaluation's
     # SIGTERM test, which checks that its own handler is removed again) need the previous handler back.
     signal.signal(signal.SIGTERM, sigterm)
