@@ -156,3 +156,24 @@ def test_a_two_camera_keypoint_lite0_policy_exports_with_parity(tmp_path):
     observations = {"state": rng.normal(size=(5, 3)).astype(np.float32),
                     **{k: rng.integers(0, 256, (5, 48, 48, 3), dtype=np.uint8) for k in config.image_keys}}
     assert parity_error(policy, OnnxPolicy(model, spec), observations) <= 1e-4
+
+
+def test_static_int8_picks_only_the_weight_heavy_pointwise_convolutions():
+    """Lite0's late 1x1 convolutions are quantised; 3x3, depthwise and small 1x1 ones stay fp32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from imitlab.deploy.export import INT8_MIN_WEIGHTS, _weight_heavy_convs
+
+    def conv(name: str, shape: tuple[int, ...], group: int = 1) -> tuple[onnx.NodeProto, onnx.TensorProto]:
+        weight = numpy_helper.from_array(np.zeros(shape, np.float32), f"{name}_w")
+        return helper.make_node("Conv", ["x", weight.name], [f"{name}_y"], name=name, group=group), weight
+
+    channels = int(np.sqrt(INT8_MIN_WEIGHTS))
+    parts = [conv("heavy", (channels, channels, 1, 1)), conv("small", (channels, channels // 2, 1, 1)),
+             conv("spatial", (channels, channels, 3, 3)),
+             conv("depthwise", (channels * 4, 1, 1, 1), group=channels * 4)]
+    graph = helper.make_graph([n for n, _ in parts], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(f"{n.name}_y", TensorProto.FLOAT, None) for n, _ in parts],
+                              initializer=[w for _, w in parts])
+    assert _weight_heavy_convs(helper.make_model(graph)) == ["heavy"]
