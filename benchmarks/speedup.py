@@ -7,6 +7,8 @@ a short and a long run of the same seeds separates them: the throughput after st
 run over its extra seconds, ``(units_long - units_short) / (t_long - t_short)``, in which the fixed cost cancels,
 and ``t_long - units_long / rate`` is that fixed cost. Every configuration runs once per round at each length,
 alternating, and the best time counts, so a burst of load from other processes hits every configuration alike.
+Each run also prints the CPU seconds that this process (the driver) and its long-lived helpers (Ray's raylet, GCS,
+agents, log monitor; the local pool's fork server) used during it: what a parallel run costs besides its workers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,42 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable
+
+#: Seconds per clock tick of /proc's CPU times.
+_TICK = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _helpers_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of this process and its descendants: pid -> (name, seconds)."""
+    procs: dict[int, tuple[int, str, float]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                fields, argv = stat.read().rsplit(")", 1)[1].split(), cmd.read().split(b"\0")
+        except OSError:
+            continue
+        scripts = [os.path.basename(a.decode()) for a in argv if a.endswith(b".py")]
+        name = "fork server" if b"forkserver" in b" ".join(argv) else scripts[0] if scripts else \
+            os.path.basename(argv[0].decode()) or "?"
+        procs[int(pid)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) * _TICK)
+    ours, me = {}, os.getpid()
+    for pid, (ppid, name, cpu) in procs.items():
+        ancestor = pid
+        while ancestor not in (me, 0, 1) and ancestor in procs:
+            ancestor = procs[ancestor][0]
+        if ancestor == me:
+            ours[pid] = ("driver" if pid == me else name, cpu)
+    return ours
+
+
+def _helpers_line(before: dict[int, tuple[str, float]]) -> str:
+    """CPU seconds since ``before`` of the processes alive then and now, by name, workers and actors left out."""
+    used: dict[str, float] = {}
+    for pid, (name, cpu) in _helpers_cpu().items():
+        if pid in before and not name.startswith("ray::_") and name != "ray::IDLE":
+            used[name] = used.get(name, 0.0) + cpu - before[pid][1]
+    return ", ".join(f"{name} {cpu:.2f}" for name, cpu in sorted(used.items(), key=lambda x: -x[1]) if cpu >= 0.01)
+
 
 #: A configuration's run: the number of episodes -> (seconds, units of work: steps or frames).
 Run = Callable[[int], tuple[float, int]]
@@ -45,10 +83,12 @@ def alternate(configs: dict[str, Run], short: int, long: int, rounds: int, unit:
     for round_ in range(rounds):
         for name, run in configs.items():
             for episodes in (long, short):
+                helpers = _helpers_cpu()
                 seconds, units = run(episodes)
                 best[name].add(episodes, seconds, units)
                 print(f"round {round_ + 1}: {name}, {episodes} episodes: {seconds:.1f} s, {units / seconds:.0f} "
-                      f"{unit}/s (load {os.getloadavg()[0]:.1f})", flush=True)
+                      f"{unit}/s (load {os.getloadavg()[0]:.1f}); CPU-s of driver and helpers: "
+                      f"{_helpers_line(helpers) or 'none'}", flush=True)
     return best
 
 
