@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from imitlab.core.action_execution import HEAD_OUTPUTS
+from imitlab.core.action_execution import head_outputs
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_keys import is_image_sequence
 from imitlab.core.permissions import apply_umask
@@ -240,7 +240,7 @@ def _frames(config: Any) -> list[int]:
 
 
 def _outputs(config: Any) -> list[dict[str, Any]]:
-    """The model's outputs: ``action`` first, then the rest of its head's (``HEAD_OUTPUTS``)."""
+    """The model's outputs: ``action`` first, then the rest of its head's (``head_outputs``)."""
     a, k, h = config.action_dim, config.gmm_modes, config.chunk_size
     described: dict[str, dict[str, Any]] = {
         "action": {"shape": ["batch", a], "range": [-1, 1], "meaning": "the action now, without episode state"},
@@ -248,8 +248,11 @@ def _outputs(config: Any) -> list[dict[str, Any]]:
         "gmm_means": {"shape": ["batch", k, a], "range": [-1, 1], "meaning": "each mode's mean action"},
         "gmm_stds": {"shape": ["batch", k, a], "meaning": "each mode's standard deviation"},
         "action_chunk": {"shape": ["batch", h, a], "range": [-1, 1], "meaning": "the next H actions"},
+        "chunk_logits": {"shape": ["batch", config.chunk_modes], "meaning": "likelihood (logits) of each proposal"},
+        "chunk_proposals": {"shape": ["batch", config.chunk_modes, h, a], "range": [-1, 1],
+                            "meaning": "each proposal's next H actions (action_chunk is the likeliest)"},
     }
-    return [{"name": name, "dtype": "float32", **described[name]} for name in HEAD_OUTPUTS[config.head]]
+    return [{"name": name, "dtype": "float32", **described[name]} for name in head_outputs(config.to_dict())]
 
 
 def _versions() -> dict[str, str]:

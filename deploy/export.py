@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import torch
 
-from imitlab.core.action_execution import HEAD_OUTPUTS
+from imitlab.core.action_execution import head_outputs
 from imitlab.core.errors import ImitlabError
 from imitlab.deploy.runtime import OnnxPolicy
 from imitlab.policies import ImagePolicy
@@ -30,12 +30,12 @@ INT8_MIN_WEIGHTS = 65536
 
 
 class _AllOutputs(torch.nn.Module):
-    """The policy with every output of its head as a tuple, in ``HEAD_OUTPUTS`` order (what the graph returns)."""
+    """The policy with every output of its head as a tuple, in ``head_outputs`` order (what the graph returns)."""
 
     def __init__(self, policy: ImagePolicy) -> None:
         super().__init__()
         self.policy = policy
-        self.names = HEAD_OUTPUTS[policy.config.head]
+        self.names = head_outputs(policy.config.to_dict())
 
     def forward(self, state: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.policy.outputs(state, *inputs)
@@ -45,14 +45,14 @@ class _AllOutputs(torch.nn.Module):
 def export_onnx(policy: ImagePolicy, path: Path) -> Path:
     """Write ``policy`` as ONNX: inputs ``state`` float32 (B, D), then uint8 (B, H, W, 3) per ``config.image_keys``
     ((B, N, H, W, 3) with a history of N frames), then int64 (B,) per ``config.category_keys`` (raw values, e.g.
-    the route command); outputs ``action`` (B, A) and the rest of the head's (``HEAD_OUTPUTS``: a gmm head's
-    mixture, a chunk head's ``action_chunk`` (B, H, A)); the batch axis is dynamic. State and pixel normalisation
+    the route command); outputs ``action`` (B, A) and the rest of the head's (``head_outputs``: a gmm head's
+    mixture, a chunk head's ``action_chunk`` (B, H, A) and its proposals); the batch axis is dynamic. State and pixel normalisation
     and the command's branch selection are in the graph (``ImagePolicy.outputs`` does them), so the model takes
     raw observations.
     """
     config = policy.config
     names = ["state", *config.image_keys, *config.category_keys]
-    outputs = list(HEAD_OUTPUTS[config.head])
+    outputs = list(head_outputs(config.to_dict()))
     size = config.image_size
     frames = (config.history,) if config.history > 1 else ()
     example = (torch.zeros(2, config.state_dim),

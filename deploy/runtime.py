@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from imitlab.core.action_execution import HEAD_OUTPUTS, ActOptions, EpisodeExecutor, Execution
+from imitlab.core.action_execution import ActOptions, EpisodeExecutor, Execution, head_outputs
 from imitlab.core.errors import ImitlabError
 from imitlab.core.observation_check import check_observation
 from imitlab.deploy.spec import read_model, read_spec, spec_categories
@@ -53,9 +53,9 @@ class OnnxPolicy:
         self.policy_config: dict[str, Any] = dict(spec.get("policy_config") or {})
         self.execution = Execution.of(self.policy_config)  # the head, its default execution, the frame history
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if self.output_names != list(HEAD_OUTPUTS[self.execution.head]):
+        if self.output_names != list(head_outputs(self.policy_config)):
             raise ImitlabError(f"{model}: outputs {self.output_names} do not match a {self.execution.head} head's "
-                               f"{list(HEAD_OUTPUTS[self.execution.head])}")
+                               f"{list(head_outputs(self.policy_config))}")
 
     def predict(self, obs: Mapping[str, Any]) -> np.ndarray:
         """Numpy observation dict (single or batched) -> float32 actions in [-1, 1] (NaN stays NaN)."""
@@ -65,7 +65,7 @@ class OnnxPolicy:
         """Every output of the model by name (``action`` first), for a single observation or a batch."""
         feeds, single = self.feeds(obs)
         outputs = dict(zip(self.output_names, self.session.run(None, feeds)))
-        for name in ("action", "action_chunk", "gmm_means"):  # bounded by the graph (tanh or clip)
+        for name in ("action", "action_chunk", "chunk_proposals", "gmm_means"):  # bounded by the graph (tanh or clip)
             if name in outputs:  # onnxruntime's float32 tanh can overshoot 1 by one ulp; the contract is [-1, 1]
                 outputs[name] = np.clip(outputs[name], -1.0, 1.0)
         return {name: value[0] if single else value for name, value in outputs.items()}

@@ -2,6 +2,10 @@
 a ``demos play`` frame, and a screenshot of an HTML report in which every episode fails.
 
     MUJOCO_GL=egl python docs/render_figures.py          # needs chromium for the screenshot
+    MUJOCO_GL=egl python docs/render_figures.py detour runs/DetourV1/mlp=1000000@0.5 ...  # docs/detour-mlp.png
+
+The second form films each run on one held-out seed and keeps the frame that far through the video
+(``RUN=SEED@FRACTION``; the file is named after the run's folder): the Detour figures in the README.
 
 The evaluation films the driving expert with a 4 s time limit, too short to finish a road, so every episode
 fails (the report's "best" episode is then a failure). The play frame is a Reach demo seen by three cameras.
@@ -19,6 +23,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
+from imitlab.agents import resolve_agent
 from imitlab.demos.dataset import DemoDataset
 from imitlab.demos.play import play
 from imitlab.demos.recorder import record
@@ -70,5 +75,23 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def detour_frames(shots: list[str]) -> None:
+    """``RUN=SEED@FRACTION`` each: the run's episode on SEED, filmed, its frame at FRACTION of the video."""
+    work = Path(tempfile.mkdtemp(prefix="imitlab-figures-"))
+    try:
+        for shot in shots:
+            run, _, rest = shot.partition("=")
+            seed, _, fraction = rest.partition("@")
+            summary = evaluate(resolve_agent(run), [int(seed)], workers=1, video_dir=work / Path(run).name,
+                               videos=1, progress=False)
+            frames = video_frames(Path(summary.episodes[0].video))
+            save_png(frames[min(int(float(fraction) * len(frames)), len(frames) - 1)], f"detour-{Path(run).name}.png")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["detour"]:
+        detour_frames(sys.argv[2:])
+    else:
+        main()

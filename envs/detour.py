@@ -4,12 +4,17 @@ The task is built to be multimodal. The privileged expert passes the barrier on 
 episode's seed says (its parity); both sides are free road, and nothing the car observes tells which side the seed
 chose. Demonstrations therefore hold two equally likely actions for one observation, and their average
 (what a policy trained with MSE learns) drives straight into the barrier.
+
+Detour-v1 (``DetourV1Env``) differs in ``LAYOUT`` only: on v0 a policy that commits 0.5 s after the expert still
+has room to pass; on v1, whose expert swerves later and tighter, it hits the barrier (an MSE policy mostly commits
+sooner than that: README).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mujoco
@@ -33,13 +38,39 @@ OBSTACLE_RGBA = (0.95, 0.55, 0.05, 1.0)
 #: ``STRAIGHT_PAST`` metres beyond it, so the barrier is seen head-on and passed on a straight.
 OBSTACLE_S = (30.0, 38.0)
 STRAIGHT_PAST = 20.0
-#: The car keeps a line up to this far (m) either side of the centre-line, drawn per episode apart from the coin:
-#: demonstrations of both sides start from the same spread of places, so where the car is says nothing of the side.
-APPROACH_SPREAD = 0.9
 #: Shortest route: the car must have room to come back to the centre after the barrier.
 MIN_ROUTE_LENGTH = OBSTACLE_S[1] + STRAIGHT_PAST
 #: Penalty on hitting the barrier, which ends the episode (as leaving the road does).
 COLLISION_PENALTY = OFFROAD_PENALTY
+
+
+@dataclass(frozen=True)
+class DetourLayout:
+    """Where the car drives and how the expert passes the barrier: what separates Detour-v0 from Detour-v1."""
+
+    approach_spread: float
+    """The car keeps a line up to this far (m) either side of the centre-line, drawn per episode apart from the coin:
+    demonstrations of both sides start from the same spread of places, so where the car is says nothing of the side."""
+    pass_offset: float
+    """The expert's passing line (m) from the centre-line, to ``pass_side``."""
+    swerve_start: float
+    """The expert's path leaves its line this far (m) before the barrier, reaches the passing line ``swerve_length``
+    later, holds it to ``return_start`` past the barrier and is back ``swerve_length`` after that."""
+    swerve_length: float
+    return_start: float
+    lookahead: tuple[float, float]
+    """The expert's pure-pursuit look-ahead range (m): the shorter, the tighter it follows its swerve."""
+
+
+#: v0: a swerve over 8 m from 10 m before the barrier. A policy that averages the sides (MSE) waits a few metres,
+#: then commits to the side it leans to and still clears the barrier (README).
+LAYOUT_V0 = DetourLayout(approach_spread=0.9, pass_offset=2.5, swerve_start=10.0, swerve_length=8.0,
+                         return_start=5.0, lookahead=(4.0, 10.0))
+#: v1: the car keeps the centre-line, so its place never hints at a side (and a policy has a line it can see), and
+#: the expert swerves late and tightly: over 4.5 m from 7 m before the barrier, looking 4.5 m ahead instead of 6.
+#: Following the expert 0.2 s late still passes; an averaging policy that commits 0.5 s late hits the barrier.
+LAYOUT_V1 = DetourLayout(approach_spread=0.0, pass_offset=2.5, swerve_start=7.0, swerve_length=4.5,
+                         return_start=5.0, lookahead=(3.0, 4.5))
 
 
 class DetourEnv(LaneFollowEnv):
@@ -48,13 +79,15 @@ class DetourEnv(LaneFollowEnv):
     Observation, action and reward as LaneFollow-v0, minus ``COLLISION_PENALTY`` when the chassis touches the
     barrier, which terminates the episode; ``info`` adds ``collision``. Per episode the seed draws where the barrier
     stands (``OBSTACLE_S`` metres along a straight route start), the line the car keeps before and after it
-    (``driving_offset``, within ``APPROACH_SPREAD`` of the centre-line; ``lateral_offset`` is measured from it) and
+    (``driving_offset``, within ``LAYOUT.approach_spread`` of the centre-line; ``lateral_offset`` is measured from it) and
     ``pass_side`` (+1 left, -1 right), which only the privileged expert reads: left for an even seed, right for an
     odd one (a coin when unseeded), so the demos of any run of consecutive seeds, as ``imitlab record`` draws them,
     pass on each side equally often; a global majority would teach an averaging policy to lean to its side.
     """
 
     METRICS = {**LaneFollowEnv.METRICS, "collision": "last"}
+    ENV_ID = "imitlab/Detour-v0"
+    LAYOUT = LAYOUT_V0
 
     def __init__(
         self,
@@ -80,11 +113,11 @@ class DetourEnv(LaneFollowEnv):
         defaults = inspect.signature(cls.__init__).parameters
         route_length = kwargs.get("route_length", defaults["route_length"].default)
         if isinstance(route_length, (int, float)) and not route_length >= MIN_ROUTE_LENGTH:
-            raise EnvArgumentError(f"imitlab/Detour-v0: route_length={route_length!r} must be at least "
+            raise EnvArgumentError(f"{cls.ENV_ID}: route_length={route_length!r} must be at least "
                                    f"{MIN_ROUTE_LENGTH:g} m (the barrier stands up to {OBSTACLE_S[1]:g} m along it)")
         width = kwargs.get("barrier_width", defaults["barrier_width"].default)
         if isinstance(width, (int, float)) and not BARRIER_WIDTHS[0] <= width <= BARRIER_WIDTHS[1]:
-            raise EnvArgumentError(f"imitlab/Detour-v0: barrier_width={width!r} must be from {BARRIER_WIDTHS[0]:g} "
+            raise EnvArgumentError(f"{cls.ENV_ID}: barrier_width={width!r} must be from {BARRIER_WIDTHS[0]:g} "
                                    f"to {BARRIER_WIDTHS[1]:g} m (the expert passes 2.5 m from the centre-line)")
 
     def reset(
@@ -119,7 +152,8 @@ class DetourEnv(LaneFollowEnv):
         coin = rng.random() < 0.5  # drawn either way, so the layout is the same whichever rule decides the side
         seed = self._episode_seed
         self.pass_side = (1.0 if coin else -1.0) if seed is None else (1.0 if seed % 2 == 0 else -1.0)
-        self.driving_offset = float(rng.uniform(-APPROACH_SPREAD, APPROACH_SPREAD))
+        spread = self.LAYOUT.approach_spread
+        self.driving_offset = float(rng.uniform(-spread, spread))
         straight = self.obstacle_s + STRAIGHT_PAST
         road = Road.generate(rng, self.route_length, first_straight=(straight, straight + 10.0))
         xy, heading = road.pose(self.obstacle_s)
@@ -131,6 +165,13 @@ class DetourEnv(LaneFollowEnv):
     def _info(self, d: float, success: bool) -> dict[str, Any]:
         collision = rectangles_overlap(self.car.footprint(), self._obstacle_corners)
         return {**super()._info(d, success and not collision), "collision": collision}
+
+
+class DetourV1Env(DetourEnv):
+    """Detour-v1: ``LAYOUT_V1``, the barrier across the car's own line and a late, tight swerve."""
+
+    ENV_ID = "imitlab/Detour-v1"
+    LAYOUT = LAYOUT_V1
 
 
 def rectangles_overlap(a: np.ndarray, b: np.ndarray) -> bool:

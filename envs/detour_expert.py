@@ -1,24 +1,16 @@
 """Privileged Detour expert: LaneFollow's pure pursuit along the episode's approach line (``driving_offset``),
-swerving to the side the hidden coin chose (``DetourEnv.pass_side``) for a stretch around the barrier.
+swerving to the side the hidden coin chose (``DetourEnv.pass_side``) for a stretch around the barrier, as the env's
+``LAYOUT`` says.
 
-The swerve starts late (the barrier ~15 m ahead of the car) and is done in ~1.2 s: a policy that waits, as one
-averaging the two sides does, has no room left to pass."""
+The swerve starts late and is done in about a second: a policy that waits, as one averaging the two sides does,
+has little room left to pass (Detour-v1: none)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from imitlab.core.scalars import clamp
 from imitlab.envs.detour import DetourEnv
-from imitlab.envs.driving_expert import LaneFollowExpert, curve_speed
+from imitlab.envs.driving_expert import LOOKAHEAD_BASE, LOOKAHEAD_GAIN, LaneFollowExpert, curve_speed
 
-#: Offset of the passing line from the centre-line (m): 0.65 m beside the car and the default 2 m barrier.
-PASS_OFFSET = 2.5
-#: The path leaves the approach line ``SWERVE_START`` metres before the barrier, reaches the passing line
-#: ``SWERVE_LENGTH`` later, holds it to ``RETURN_START`` past the barrier and is back ``SWERVE_LENGTH`` after that.
-SWERVE_START = 10.0
-SWERVE_LENGTH = 8.0
-RETURN_START = 5.0
 #: Top speed (m/s): slower than on LaneFollow, the swerve is a lane change within ~1.5 s.
 CRUISE_SPEED = 7.0
 
@@ -31,10 +23,15 @@ class DetourExpert(LaneFollowExpert):
         self.env: DetourEnv = env
 
     def _offset(self, s: float) -> float:
+        layout = self.env.LAYOUT
         rel = s - self.env.obstacle_s
-        out = _smoothstep((rel + SWERVE_START) / SWERVE_LENGTH) * (1.0 - _smoothstep((rel - RETURN_START) / SWERVE_LENGTH))
+        out = _smoothstep((rel + layout.swerve_start) / layout.swerve_length) * (
+            1.0 - _smoothstep((rel - layout.return_start) / layout.swerve_length))
         lane = self.env.driving_offset
-        return lane + (self.env.pass_side * PASS_OFFSET - lane) * out
+        return lane + (self.env.pass_side * layout.pass_offset - lane) * out
+
+    def _lookahead(self, speed: float) -> float:
+        return clamp(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *self.env.LAYOUT.lookahead)
 
     def _target_speed(self, s: float, speed: float) -> float:
         road = self.env.road

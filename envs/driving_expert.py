@@ -44,10 +44,14 @@ class LaneFollowExpert:
         assert road is not None, "reset the env before asking the expert"
         speed = env.car.forward_speed
         s = road.project(rear_axle(env.car)).s
-        lookahead = clamp(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE)
+        lookahead = self._lookahead(speed)
         target, _ = road.pose(s + lookahead, self._offset(s + lookahead))
         throttle = self._speed(self._target_speed(s, speed), speed)
         return np.array([pure_pursuit_steer(env.car, target), throttle], dtype=np.float32)
+
+    def _lookahead(self, speed: float) -> float:
+        """How far ahead (m) the pursued point lies at ``speed``."""
+        return clamp(LOOKAHEAD_BASE + LOOKAHEAD_GAIN * speed, *LOOKAHEAD_RANGE)
 
     def _offset(self, s: float) -> float:
         """The lateral offset (m, left positive) to drive at arc length ``s``: the right lane's centre."""

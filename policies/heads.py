@@ -6,7 +6,9 @@
   trained by negative log-likelihood. MSE averages the modes of multimodal demonstrations; a mixture keeps them.
 - ``chunk``: ACT-style (Zhao et al. 2023): a small transformer reads the encoder's spatial tokens, one pooled token
   per camera and a state token, and a decoder with one learned query per future step predicts the next H actions,
-  trained with L1 on the steps inside the episode. Executing chunks counters compounding errors.
+  trained with L1 on the steps inside the episode. Executing chunks counters compounding errors. With
+  ``chunk_modes`` K > 1 it proposes K chunks and how likely each is (multiple-choice learning, as MultiPath's
+  trajectory modes): L1 alone on two ways round an obstacle learns a chunk between them, which hits it.
 
 Every head's ``outputs`` is a dict of tensors whose first entry is ``action`` (B, A), the action the head would
 take now without any episode state; ``imitlab.core.action_execution`` turns the outputs into env actions. Category
@@ -29,6 +31,7 @@ from imitlab.policies.encoders import ImageEncoder
 #: Largest number of mixture modes, chunk length and history a policy.json may ask for.
 MAX_GMM_MODES = 64
 MAX_CHUNK_SIZE = 256
+MAX_CHUNK_MODES = 16
 MAX_HISTORY = 16
 #: A mode's standard deviation never goes below this (softplus + floor, as robomimic), so the likelihood stays finite.
 #: Not much lower: an expert's action dimension that the state alone predicts (a driving expert's throttle) would
@@ -40,11 +43,15 @@ CHUNK_WIDTH = 128
 CHUNK_ATTENTION_HEADS = 4
 CHUNK_ENCODER_LAYERS = 1
 CHUNK_DECODER_LAYERS = 2
+#: Share of the chunk loss that every proposal gets, not only the one nearest the demo's chunk (relaxed
+#: winner-takes-all, Rupprecht et al. 2017): a proposal that never wins still learns where the demos are.
+CHUNK_LOSER_WEIGHT = 0.05
 
 
 #: Factor on the head's learning rate (``TrainConfig.head_lr``): a transformer diverges at an MLP head's rate (Adam
-#: at 1e-3 overshoots in its first steps); ACT trains at 1e-5 to 1e-4, a tenth of the default and below.
-LR_SCALES = {"mlp": 1.0, "gmm": 1.0, "chunk": 0.1}
+#: at 1e-3 overshoots in its first steps). At a tenth (ACT's 1e-4) it under-fit Detour in 4 epochs: it steered at
+#: most 0.08 where the expert steers 0.4.
+LR_SCALES = {"mlp": 1.0, "gmm": 1.0, "chunk": 0.3}
 
 
 def head_config_problems(config: Any) -> list[str]:
@@ -59,6 +66,7 @@ def head_config_problems(config: Any) -> list[str]:
         problems.append(f"chunk_exec {config.chunk_exec!r} is not one of {', '.join(CHUNK_EXECS)}")
     problems.append(size_problem("gmm_modes", config.gmm_modes, MAX_GMM_MODES))
     problems.append(size_problem("chunk_size", config.chunk_size, MAX_CHUNK_SIZE))
+    problems.append(size_problem("chunk_modes", config.chunk_modes, MAX_CHUNK_MODES))
     problems.append(size_problem("history", config.history, MAX_HISTORY))
     return [p for p in problems if p]
 
@@ -121,13 +129,15 @@ class GMMHead(nn.Module):
 
 
 class ChunkHead(nn.Module):
-    """ACT-style action chunking: spatial, pooled, state (and command) tokens -> transformer encoder; H learned queries ->
-    transformer decoder -> the next H actions, clipped to [-1, 1], trained with L1 on the steps before the episode ends."""
+    """ACT-style action chunking: spatial, pooled, state (and command) tokens -> transformer encoder; H learned queries
+    (per proposal, plus the proposal's embedding) -> transformer decoder -> the next H actions, clipped to [-1, 1],
+    trained with L1 on the steps before the episode ends. With K proposals, each also gets a logit, trained to name
+    the proposal nearest the demo's chunk; ``action_chunk`` is the likeliest proposal."""
 
     def __init__(self, encoder: ImageEncoder, cameras: int, state_dim: int, command_dim: int, action_dim: int,
-                 chunk_size: int, dropout: float) -> None:
+                 chunk_size: int, dropout: float, modes: int = 1) -> None:
         super().__init__()
-        self.cameras = cameras
+        self.cameras, self.modes, self.chunk_size = cameras, modes, chunk_size
         self.channels, height, width = encoder.map_shape
         self.positions, self.pooled_dim = height * width, encoder.features_dim
         self.map_tokens = nn.Linear(self.channels, CHUNK_WIDTH)
@@ -137,6 +147,9 @@ class ChunkHead(nn.Module):
         memory = cameras * (self.positions + 1) + (1 if state_dim else 0) + (1 if command_dim else 0)
         self.position = nn.Parameter(0.02 * torch.randn(1, memory, CHUNK_WIDTH))
         self.queries = nn.Parameter(0.02 * torch.randn(1, chunk_size, CHUNK_WIDTH))
+        # One proposal keeps the parameters (and checkpoints) of the head before proposals existed.
+        self.mode_embedding = nn.Parameter(torch.randn(1, modes, 1, CHUNK_WIDTH)) if modes > 1 else None
+        self.mode_logit = nn.Linear(CHUNK_WIDTH, 1) if modes > 1 else None
         layer = dict(d_model=CHUNK_WIDTH, nhead=CHUNK_ATTENTION_HEADS, dim_feedforward=4 * CHUNK_WIDTH,
                      dropout=dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), CHUNK_ENCODER_LAYERS,
@@ -157,19 +170,42 @@ class ChunkHead(nn.Module):
         if self.command_token is not None and command is not None:
             tokens.append(self.command_token(command).unsqueeze(1))
         memory = self.encoder(torch.cat(tokens, dim=1) + self.position)
-        raw = self.out(self.decoder(self.queries.expand(memory.shape[0], -1, -1), memory))
+        queries = self.queries if self.mode_embedding is None else (
+            self.queries.unsqueeze(1) + self.mode_embedding).reshape(1, self.modes * self.chunk_size, CHUNK_WIDTH)
+        decoded = self.decoder(queries.expand(memory.shape[0], -1, -1), memory)
+        raw = self.out(decoded)
         # Clipped to the action range, not squashed: a saturated tanh under L1 gets stuck at +-1 (Adam at 1e-3
         # saturates it within a step). Training passes the gradient straight through the clip (as unbounded ACT).
         chunk = raw + (raw.clamp(-1.0, 1.0) - raw).detach() if self.training else raw.clamp(-1.0, 1.0)
-        return {"action": chunk[:, 0], "action_chunk": chunk}
+        if self.mode_logit is None:
+            return {"action": chunk[:, 0], "action_chunk": chunk}
+        proposals = chunk.reshape(-1, self.modes, self.chunk_size, chunk.shape[-1])
+        logits = self.mode_logit(decoded.reshape(-1, self.modes, self.chunk_size, CHUNK_WIDTH).mean(2)).squeeze(-1)
+        best = torch.argmax(logits, dim=1).reshape(-1, 1, 1, 1).expand(-1, 1, *proposals.shape[2:])
+        likeliest = proposals.gather(1, best).squeeze(1)
+        return {"action": likeliest[:, 0], "action_chunk": likeliest, "chunk_logits": logits,
+                "chunk_proposals": proposals}
 
     def loss(self, outputs: dict[str, Tensor], actions: Tensor, mask: Tensor | None) -> Tensor:
-        """Mean L1 over the action entries of the steps that lie inside the episode (``mask``)."""
-        error = (outputs["action_chunk"] - actions).abs()
-        if mask is None:
-            return error.mean()
-        weight = mask.unsqueeze(-1).to(error.dtype)
-        return (error * weight).sum() / (weight.sum() * error.shape[-1]).clamp(min=1.0)
+        """Mean L1 over the action entries of the steps that lie inside the episode (``mask``); with proposals, that
+        of the nearest (the others weigh ``CHUNK_LOSER_WEIGHT``) plus the cross-entropy of the logits naming it."""
+        weight = (torch.ones(actions.shape[:2], device=actions.device) if mask is None else mask).to(actions.dtype)
+        if self.mode_logit is None:
+            return _masked_l1(outputs["action_chunk"], actions, weight)
+        errors = _masked_l1(outputs["chunk_proposals"], actions.unsqueeze(1), weight.unsqueeze(1), dims=(2, 3))
+        nearest = errors.detach().argmin(dim=1)
+        winner = errors.gather(1, nearest.unsqueeze(1)).mean()
+        return ((1.0 - CHUNK_LOSER_WEIGHT) * winner + CHUNK_LOSER_WEIGHT * errors.mean()
+                + F.cross_entropy(outputs["chunk_logits"], nearest))
+
+
+def _masked_l1(chunks: Tensor, actions: Tensor, weight: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:
+    """Mean |chunks - actions| over the action entries of the steps ``weight`` (..., H) keeps: over everything, or
+    per row over ``dims`` (the step and action axes)."""
+    error = (chunks - actions).abs() * weight.unsqueeze(-1)
+    if dims is None:
+        return error.sum() / (weight.sum() * error.shape[-1]).clamp(min=1.0)
+    return error.sum(dim=dims) / (weight.sum(dim=-1) * error.shape[-1]).clamp(min=1.0)
 
 
 def make_head(config: Any, encoder: ImageEncoder) -> GMMHead | ChunkHead:
@@ -182,5 +218,5 @@ def make_head(config: Any, encoder: ImageEncoder) -> GMMHead | ChunkHead:
                        config.action_dim, config.gmm_modes, config.dropout)
     if config.head == "chunk":
         return ChunkHead(encoder, cameras, config.state_dim, command, config.action_dim, config.chunk_size,
-                         config.dropout)
+                         config.dropout, config.chunk_modes)
     raise ValueError(f"the {config.head} head is built by the policy itself")

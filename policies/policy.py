@@ -70,6 +70,8 @@ class PolicyConfig:
     """Mixture modes of the ``gmm`` head."""
     chunk_size: int = 10
     """Actions the ``chunk`` head predicts at once (the next H steps)."""
+    chunk_modes: int = 1
+    """Chunks the ``chunk`` head proposes, each with a logit (1: one chunk, as before proposals existed)."""
     chunk_exec: str = "ensemble"
     """How the ``chunk`` head's chunks are executed unless told otherwise: ``open`` (a whole chunk, then infer
     again) or ``ensemble`` (infer every step, ACT's temporal ensembling)."""

@@ -1,5 +1,6 @@
-"""Detour-v0: seeded layout and hidden coin, the expert passes on the coin's side, the average of both sides hits
-the barrier (why the task is multimodal), and bad arguments are one line."""
+"""Detour-v0 and v1: seeded layout and hidden coin, the expert passes on the coin's side, the average of both sides
+hits the barrier (why the task is multimodal), on v1 even a policy that averages only a moment longer than the
+expert before committing does, and bad arguments are one line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from imitlab.envs import make_env
-from imitlab.envs.detour import MIN_ROUTE_LENGTH, DetourEnv
+from imitlab.envs.detour import MIN_ROUTE_LENGTH, DetourEnv, DetourV1Env
 from imitlab.envs.detour_expert import DetourExpert
 
 from test_cli_errors import one_error_line, run_cli
@@ -74,24 +75,60 @@ def test_expert_passes_on_the_hidden_side(env: DetourEnv) -> None:
         assert np.sign(widest) == side and abs(widest) > 2.0
 
 
-def test_the_average_of_both_sides_hits_the_barrier(env: DetourEnv) -> None:
+def averaging(env: DetourEnv, wait: int | None):
+    """A policy that acts on the mean of the left and the right expert's actions until ``wait`` steps after they
+    first differ (never: None), then as the expert of the episode's side: MSE's late commitment, drawn sharp."""
     left, right = DetourExpert(env), DetourExpert(env)  # each keeps its own throttle ramp
+    apart: list[int] = []
 
-    def average(obs: dict) -> np.ndarray:
+    def act(obs: dict) -> np.ndarray:
         coin = env.pass_side
         env.pass_side = 1.0
         a = left.act(obs)
         env.pass_side = -1.0
         b = right.act(obs)
         env.pass_side = coin
+        if apart or abs(a[0] - b[0]) > 0.05:
+            apart.append(len(apart))
+        if wait is not None and len(apart) > wait:
+            return a if coin > 0 else b
         return (a + b) / 2
 
-    for seed in (0, 1):
-        left.reset()
-        right.reset()
-        info, _ = drive(env, seed, average)
-        assert info["collision"] and not info["is_success"]
-        assert 0.2 < info["route_completion"] < 0.7  # stopped at the barrier, not elsewhere
+    return act
+
+
+@pytest.mark.parametrize("env_class", [DetourEnv, DetourV1Env])
+def test_the_average_of_both_sides_hits_the_barrier(env_class) -> None:
+    env = env_class(image_size=SIZE)
+    try:
+        for seed in (0, 1):
+            info, _ = drive(env, seed, averaging(env, None))
+            assert info["collision"] and not info["is_success"]
+            assert 0.2 < info["route_completion"] < 0.7  # stopped at the barrier, not elsewhere
+    finally:
+        env.close()
+
+
+def test_on_v1_the_expert_passes_and_committing_a_moment_later_hits_the_barrier() -> None:
+    """v1's car keeps the centre-line and its expert swerves late and tightly: following it 0.1 s late still
+    passes, 0.5 s late does not (v0 leaves room for that)."""
+    env = DetourV1Env(image_size=SIZE)
+    try:
+        for seed in (2, 3):
+            expert = DetourExpert(env)
+            expert.reset()
+            info, widest = drive(env, seed, expert.act)
+            assert info["is_success"] and abs(widest) > 2.0 and env.driving_offset == 0.0, (seed, info)
+            info, _ = drive(env, seed, averaging(env, 1))
+            assert info["is_success"], (seed, info)
+            info, _ = drive(env, seed, averaging(env, 5))
+            assert info["collision"] and not info["is_success"], (seed, info)
+        v0 = DetourEnv(image_size=SIZE)
+        info, _ = drive(v0, 2, averaging(v0, 5))
+        v0.close()
+        assert info["is_success"]
+    finally:
+        env.close()
 
 
 def test_metrics_name_the_collision() -> None:

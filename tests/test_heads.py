@@ -1,6 +1,7 @@
 """Policy heads (``--head mlp|gmm|chunk``): each one learns, the mixture keeps the modes MSE averages, the loader
 serves action windows cut at episode ends, chunks are executed open-loop or ensembled as ACT does, and every head's
-ONNX export acts as its torch policy step by step (chunk state carried) and in closed loop, seed by seed."""
+ONNX export acts as its torch policy step by step (chunk state carried) and in closed loop, seed by seed. A chunk
+head with several proposals keeps both ways the demos went apart and, ensembling, keeps to the one it chose."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from imitlab.core.action_execution import ENSEMBLE_DECAY, HEAD_OUTPUTS, ActOptions, EpisodeExecutor, Execution
+from imitlab.core.action_execution import ENSEMBLE_DECAY, ActOptions, EpisodeExecutor, Execution, head_outputs
 from imitlab.core.errors import ImitlabError
 from imitlab.core.seeds import HELD_OUT_SEED_START
 from imitlab.demos.dataset import DemoDataset
@@ -45,14 +46,15 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def runs(tiny_demos: Path, tiny_run: Path, tmp_path_factory) -> dict[str, Path]:
-    """A trained policy per head on the tiny demos: the session's mlp run, a gmm and a chunk run, and a chunk run
-    that sees 2 frames per camera ("history"; one epoch each)."""
+    """A trained policy per head on the tiny demos: the session's mlp run, a gmm and a chunk run, a chunk run
+    that sees 2 frames per camera ("history") and one that proposes 2 chunks ("proposals"; one epoch each)."""
     root = tmp_path_factory.mktemp("heads")
     out = {"mlp": tiny_run}
-    for name, head, history in (("gmm", "gmm", 1), ("chunk", "chunk", 1), ("history", "chunk", 2)):
+    for name, head, history, modes in (("gmm", "gmm", 1, 1), ("chunk", "chunk", 1, 1), ("history", "chunk", 2, 1),
+                                       ("proposals", "chunk", 1, 2)):
         train(TrainConfig(dataset=str(tiny_demos), out=str(root / name), backbone="nature_cnn", pretrained=False,
                           epochs=1, eval_episodes=1, val_fraction=0.25, progress=False, head=head, chunk_size=4,
-                          history=history, threads=1))
+                          chunk_modes=modes, history=history, threads=1))
         out[name] = root / name
     return out
 
@@ -123,6 +125,43 @@ def test_gmm_acts_on_the_likelier_mode_where_mse_averages_the_two(one_thread):
     assert [again.act({k: v[0] for k, v in gmm.items()})[0] for _ in range(5)] == pytest.approx(draws[:5].tolist())
 
 
+def test_chunk_proposals_keep_both_ways_and_their_logits_the_proportions(one_thread):
+    """The loss of a head with 2 proposals, on chunks of +0.6 seven times in ten and of -0.6 otherwise, fitted by
+    free proposals and logits: each proposal takes one way (winner-takes-all), the logits its share."""
+    head = ImagePolicy(PolicyConfig(backbone="nature_cnn", pretrained=False, image_size=48, state_dim=0,
+                                    action_dim=1, head="chunk", chunk_size=3, chunk_modes=2)).head
+    actions = torch.where(torch.arange(20) % 10 < 7, 0.6, -0.6).reshape(20, 1, 1).expand(20, 3, 1)
+    mask = torch.ones(20, 3, dtype=torch.bool)
+    proposals = torch.nn.Parameter(torch.tensor([0.1, -0.1]).reshape(1, 2, 1, 1).repeat(1, 1, 3, 1))
+    logits = torch.nn.Parameter(torch.zeros(1, 2))
+    optimizer = torch.optim.Adam([proposals, logits], lr=0.02)
+    for _ in range(300):
+        loss = head.loss({"chunk_proposals": proposals.expand(20, -1, -1, -1), "chunk_logits": logits.expand(20, -1)},
+                         actions, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert proposals.detach().numpy().ravel() == pytest.approx([0.6] * 3 + [-0.6] * 3, abs=0.05)
+    assert torch.softmax(logits.detach(), dim=1)[0].numpy() == pytest.approx([0.7, 0.3], abs=0.05)
+
+
+def test_ensembling_proposals_keeps_to_the_plan_open_loop_takes_the_likeliest():
+    """Two proposals, +1 and -1, whose logits swap every step: ensembling keeps the way its first (likeliest)
+    chunk went instead of averaging both; open-loop takes each inference's likeliest."""
+    up, down = np.ones((3, 1), np.float32), -np.ones((3, 1), np.float32)
+
+    def outputs(step: int) -> dict[str, np.ndarray]:
+        logits = np.array([1.0, 0.0] if step % 2 == 0 else [0.0, 1.0], np.float32)
+        return {"action_chunk": up if step % 2 == 0 else down, "chunk_logits": logits,
+                "chunk_proposals": np.stack([up, down])}
+
+    ensemble = EpisodeExecutor(Execution(head="chunk", chunk_exec="ensemble"))
+    assert [ensemble.act(outputs(step))[0] for step in range(5)] == [1.0] * 5
+    open_loop = EpisodeExecutor(Execution(head="chunk", chunk_exec="open"))
+    acted = [open_loop.act(outputs(step) if open_loop.needs_outputs() else None)[0] for step in range(6)]
+    assert acted == [1.0] * 3 + [-1.0] * 3
+
+
 @pytest.mark.parametrize("mode", ["memory", "chunked"])
 def test_the_loader_serves_action_and_frame_windows_cut_at_episode_bounds(tmp_path, mode):
     dataset = DemoDataset(write_synthetic_dataset(tmp_path / "ds", episodes=3, length=12))
@@ -181,7 +220,8 @@ def _step_by_step(policy, episode, seed: int, options: ActOptions) -> np.ndarray
 
 @pytest.mark.parametrize("head, options", [("mlp", ActOptions()), ("gmm", ActOptions()),
                                            ("gmm", ActOptions(sample=True)), ("chunk", ActOptions("ensemble")),
-                                           ("chunk", ActOptions("open")), ("history", ActOptions("ensemble"))])
+                                           ("chunk", ActOptions("open")), ("history", ActOptions("ensemble")),
+                                           ("proposals", ActOptions("ensemble")), ("proposals", ActOptions("open"))])
 def test_onnx_acts_as_torch_along_recorded_episodes(runs, episodes, tmp_path, head, options):
     policy, _ = load_policy(policy_dir(runs[head]))
     model = export_onnx(policy, tmp_path / "model.onnx")
@@ -197,7 +237,7 @@ def test_onnx_acts_as_torch_along_recorded_episodes(runs, episodes, tmp_path, he
         actual = [controller.act({k: v[t] for k, v in episode.obs.items() if k in ("state", "image")})
                   for t in range(len(episode.actions))]
         assert np.max(np.abs(np.array(actual) - expected)) <= 1e-4
-    if head == "chunk":  # executing chunks differs from acting on each step's first action: state was carried
+    if head in ("chunk", "proposals"):  # executing chunks differs from acting on each step's first action: state was carried
         last = episodes[1]
         first = runtime.predict({k: last.obs[k][:len(last.actions)] for k in ("state", "image")})
         assert np.max(np.abs(expected - first)) > 1e-3
@@ -208,14 +248,14 @@ def bundles(runs, tmp_path_factory) -> dict[str, Path]:
     """The gmm, chunk and history runs deployed (bar 0: the gate's parity check and closed-loop run, not its bar)."""
     root = tmp_path_factory.mktemp("head-bundles")
     return {name: deploy(runs[name], 0.0, episodes=len(SEEDS), out=root / name, workers=2, videos=0,
-                         progress=False).bundle for name in ("gmm", "chunk", "history")}
+                         progress=False).bundle for name in ("gmm", "chunk", "history", "proposals")}
 
 
-@pytest.mark.parametrize("name", ["gmm", "chunk", "history"])
+@pytest.mark.parametrize("name", ["gmm", "chunk", "history", "proposals"])
 def test_the_bundle_acts_as_torch_in_closed_loop_seed_by_seed(runs, bundles, name):
     spec = json.loads((bundles[name] / "bundle.json").read_text())
-    head = spec["policy_config"]["head"]
-    assert [o["name"] for o in spec["outputs"]] == list(HEAD_OUTPUTS[head])
+    assert [o["name"] for o in spec["outputs"]] == list(head_outputs(spec["policy_config"]))
+    assert ("chunk_proposals" in head_outputs(spec["policy_config"])) == (name == "proposals")
     assert spec["inputs"][1]["shape"] == (["batch", 2, 48, 48, 3] if name == "history" else ["batch", 48, 48, 3])
     assert spec["validation"]["parity_max_abs_diff"] <= 1e-4
     # The gate rolled the ONNX model out on the same seeds through the bundle's own agent.
@@ -307,7 +347,7 @@ def test_a_policy_json_from_before_heads_loads_as_the_mlp_head(tiny_run, tmp_pat
     old = tmp_path / "old"
     shutil.copytree(policy_dir(tiny_run), old)
     document = json.loads((old / CONFIG_FILE).read_text())
-    for name in ("head", "gmm_modes", "chunk_size", "chunk_exec", "history"):
+    for name in ("head", "gmm_modes", "chunk_size", "chunk_modes", "chunk_exec", "history"):
         del document["config"][name]
     (old / CONFIG_FILE).write_text(json.dumps(document))
     policy, _ = load_policy(old)
@@ -318,7 +358,7 @@ def test_a_policy_json_from_before_heads_loads_as_the_mlp_head(tiny_run, tmp_pat
 
 def test_bad_head_values_are_refused():
     for bad in ({"head": "diffusion"}, {"chunk_exec": "sideways"}, {"gmm_modes": 0}, {"chunk_size": 10**6},
-                {"history": 0}):
+                {"history": 0}, {"chunk_modes": 0}, {"chunk_modes": 1000}):
         with pytest.raises(ImitlabError):
             PolicyConfig(state_dim=1, action_dim=1, **bad)
     with pytest.raises(ImitlabError, match="sampling needs a gmm head"):

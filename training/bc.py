@@ -116,7 +116,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         image_size=demos.image_shapes[image_keys[0]][0], state_dim=demos.state_dim, action_dim=demos.action_dim,
         head_hidden=tuple(config.head_hidden), state_mean=state_mean, state_std=state_std,
         **category_fields(demos.categories, config.command_head), head=config.head, gmm_modes=config.gmm_modes,
-        chunk_size=config.chunk_size, chunk_exec=config.chunk_exec, history=config.history,
+        chunk_size=config.chunk_size, chunk_modes=config.chunk_modes, chunk_exec=config.chunk_exec,
+        history=config.history,
     ))
     if config.init_policy:
         load_initial_weights(policy, Path(config.init_policy))

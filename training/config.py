@@ -61,7 +61,7 @@ class TrainConfig:
     backbone_lr: float = 3e-4
     """Learning rate of the backbone when fine-tuning (lower than the head's keeps pretrained features)."""
     head_lr: float = 1e-3
-    """Learning rate of the fusion head (a ``chunk`` head's transformer trains at a tenth of it)."""
+    """Learning rate of the fusion head (a ``chunk`` head's transformer trains at 0.3 times it, ``heads.LR_SCALES``)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     batch_size: int = 64
@@ -97,6 +97,9 @@ class TrainConfig:
     """Mixture modes of the ``gmm`` head."""
     chunk_size: int = 10
     """Actions the ``chunk`` head predicts at once."""
+    chunk_modes: int = 1
+    """Chunks the ``chunk`` head proposes per frame, each with a logit, trained winner-takes-all (the nearest to the
+    demo's chunk learns it): L1 on one chunk learns a chunk between two ways the demos went."""
     chunk_exec: str = "ensemble"
     """How the ``chunk`` head acts in validation rollouts and, unless ``imitlab eval --chunk-exec`` says
     otherwise, after training: ``open`` (execute a whole chunk, then infer again) or ``ensemble`` (infer every
@@ -144,7 +147,7 @@ class TrainConfig:
         at_least = {"keypoints": 1, "freeze_blocks": 0, "batch_size": 1, "epochs": 1, "augment_shift": 0,
                     "eval_every": 1, "eval_episodes": 1, "patience": 0, "threads": 0, "memory_budget_mb": 0,
                     "grad_clip_norm": 0, "max_nonfinite_steps": 1, "nproc": 1,
-                    "gmm_modes": 1, "chunk_size": 1, "history": 1}
+                    "gmm_modes": 1, "chunk_size": 1, "chunk_modes": 1, "history": 1}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ImitlabError(f"{name}: must be at least {low}, got {getattr(self, name)!r}")

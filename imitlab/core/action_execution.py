@@ -8,7 +8,11 @@ bundle acts exactly as the torch policy it came from.
   (``gmm_logits``, ``gmm_means``, ``gmm_stds``) from a generator seeded by the episode's seed.
 - ``chunk``: the ``action_chunk`` output (the next H actions). ``open`` executes a chunk to its end before the
   next inference; ``ensemble`` infers every step and averages every chunk that covers the step with ACT's
-  weights ``exp(-m * i)``, ``i = 0`` the oldest (Zhao et al. 2023, temporal ensembling, ``m = 0.01``).
+  weights ``exp(-m * i)``, ``i = 0`` the oldest (Zhao et al. 2023, temporal ensembling, ``m = 0.01``). A head
+  with several proposals (``chunk_proposals``, ``chunk_logits``) keeps to its plan: while earlier chunks cover the
+  coming steps, it takes the proposal nearest what they planned, so that it never averages two ways round an
+  obstacle when their likelihoods are close; with nothing planned (open-loop, or the episode's first step), the
+  likeliest.
 
 A policy with a history of N frames sees each camera's last N frames; the executor keeps them
 (:meth:`EpisodeExecutor.observe`), repeating the episode's first frame until N have been seen, as the training
@@ -36,6 +40,15 @@ ENSEMBLE_DECAY = 0.01
 #: Graph outputs of each head, in the ONNX model's order; ``action`` (B, A) always comes first.
 HEAD_OUTPUTS = {"mlp": ("action",), "gmm": ("action", "gmm_logits", "gmm_means", "gmm_stds"),
                 "chunk": ("action", "action_chunk")}
+#: The further outputs of a chunk head with several proposals (``chunk_modes`` > 1).
+CHUNK_PROPOSAL_OUTPUTS = ("chunk_logits", "chunk_proposals")
+
+
+def head_outputs(policy_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Graph outputs of the head a policy config (``policy.json``'s or a bundle's) describes, in the ONNX order."""
+    head = str(policy_config.get("head", "mlp"))
+    proposals = head == "chunk" and int(policy_config.get("chunk_modes", 1)) > 1
+    return HEAD_OUTPUTS.get(head, ()) + (CHUNK_PROPOSAL_OUTPUTS if proposals else ())
 
 
 @dataclass(frozen=True)
@@ -129,15 +142,38 @@ class EpisodeExecutor:
 
     def _chunk_action(self, outputs: Mapping[str, np.ndarray] | None) -> np.ndarray:
         if outputs is not None:
-            chunk = np.asarray(outputs["action_chunk"], np.float32)
             if self.execution.chunk_exec == "open":
                 self.chunks.clear()
-            self.chunks.append((self.step, chunk))
+            self.chunks.append((self.step, self._chosen_chunk(outputs)))
         while self.step - self.chunks[0][0] >= len(self.chunks[0][1]):  # chunks that end before this step
             self.chunks.popleft()
         covering = np.stack([chunk[self.step - start] for start, chunk in self.chunks])  # oldest first
         weights = np.exp(-ENSEMBLE_DECAY * np.arange(len(covering)))
         return (weights @ covering / weights.sum()).astype(np.float32)
+
+    def _chosen_chunk(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The likeliest chunk, or of several proposals the one nearest (mean |difference|) the chunks already
+        queued planned for the steps they cover."""
+        planned = self._planned(len(outputs["action_chunk"])) if "chunk_proposals" in outputs else []
+        covered = len(planned)
+        if not covered:
+            return np.asarray(outputs["action_chunk"], np.float32)
+        proposals = np.asarray(outputs["chunk_proposals"], np.float32)  # (K, H, A)
+        distances = np.abs(proposals[:, :covered] - np.stack(planned)).mean(axis=(1, 2))
+        return proposals[int(np.argmin(distances))]
+
+    def _planned(self, horizon: int) -> list[np.ndarray]:
+        """What the queued chunks, ensembled, plan for this step and the next ones they cover (at most
+        ``horizon``): one (A,) row per covered step."""
+        rows = []
+        for ahead in range(horizon):
+            step = self.step + ahead
+            covering = [chunk[step - start] for start, chunk in self.chunks if step - start < len(chunk)]
+            if not covering:
+                break
+            weights = np.exp(-ENSEMBLE_DECAY * np.arange(len(covering)))
+            rows.append(weights @ np.stack(covering) / weights.sum())
+        return rows
 
     def _sample(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         logits = np.asarray(outputs["gmm_logits"], np.float64)
