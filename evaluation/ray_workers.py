@@ -27,9 +27,10 @@ except ImportError:  # pragma: no cover - the optional extra is missing
     raise ImitlabError("--backend ray needs Ray: pip install 'imitlab[ray]'") from None
 
 
-#: Ray's settings for a local instance started here: its worker processes run at the local workers' priority (Ray's
-#: default niceness 15 hands the cores to every other process first, so on a shared machine the actors got a
-#: fraction of what a local worker gets), and Ray's metrics, which nothing here reads, are not collected.
+#: Ray's settings for a local instance started here: its worker processes run at the local workers' priority (with
+#: Ray's default niceness 15 the actors yield the cores to every normal-priority process in their scheduling group,
+#: which is every other process where the kernel does not group by session), and Ray's metrics, which nothing here
+#: reads, are not collected.
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0, "enable_metrics_collection": False}
 
 
