@@ -213,7 +213,7 @@ def explain(run: str | Path, seeds: Sequence[int], out_dir: Path, method: str = 
             obs, _ = env.reset(seed=int(seed))
             frames, done, info = [], False, {}
             while not done:
-                batch = {k: v[None] for k, v in obs.items()}
+                batch = {k: np.asarray(v)[None] for k, v in obs.items()}  # a Discrete key is a Python int
                 heat = attribution(policy, batch, method)
                 action = policy.predict(obs)
                 if not episodes and len(first_frames) < sanity_frames:

@@ -249,3 +249,14 @@ def test_town_bundle_serves_act_with_the_command(town_run, tmp_path):
     assert "command" in schema["required"]
     assert schema["properties"]["command"] | {"description": ""} == {"type": "integer", "minimum": 0, "maximum": 3,
                                                                      "description": ""}
+
+
+@pytest.mark.slow
+def test_explain_films_a_command_policy_with_its_maps(town_run, tmp_path):
+    from imitlab.evaluation.saliency import explain
+
+    result = explain(town_run, [1_000_000], tmp_path, sanity_frames=4, progress=False)
+    (episode,) = result["episodes"]
+    assert Path(episode["video"]).is_file() and Path(episode["frame"]).is_file()
+    assert result["randomization_check"]["frames"] == 4
+    assert set(result["randomization_check"]["rank_correlation"]) == {"image"}
