@@ -46,10 +46,11 @@ def _helpers_cpu() -> dict[int, tuple[str, float]]:
 
 
 def _helpers_line(before: dict[int, tuple[str, float]]) -> str:
-    """CPU seconds since ``before`` of the processes alive then and now, by name, workers and actors left out."""
+    """CPU seconds since ``before`` of the processes alive then and now, by name; workers, actors (named
+    ``ray::_<class>`` or ``ray::IDLE``, a prestarted one) and exited processes (no command line) left out."""
     used: dict[str, float] = {}
     for pid, (name, cpu) in _helpers_cpu().items():
-        if pid in before and not name.startswith("ray::_") and name != "ray::IDLE":
+        if pid in before and not any(n.startswith("ray::_") or n in ("ray::IDLE", "?") for n in (name, before[pid][0])):
             used[name] = used.get(name, 0.0) + cpu - before[pid][1]
     return ", ".join(f"{name} {cpu:.2f}" for name, cpu in sorted(used.items(), key=lambda x: -x[1]) if cpu >= 0.01)
 
