@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from imitlab.demos.dataset import DemoDataset, Episode
 from imitlab.demos.recorder import RecordSummary, record
 
@@ -65,17 +66,26 @@ def record_killing_one_worker(out: Path, kill, after_first_episode: bool = True,
     return result["summary"]  # type: ignore[return-value]
 
 
-def test_two_workers_record_the_single_process_episodes_even_when_one_is_killed(tiny_demos, tmp_path):
-    def kill_a_worker() -> bool:
+def test_two_workers_record_the_single_process_episodes_even_when_workers_are_killed(tiny_demos, tmp_path):
+    def kill_the_workers() -> bool:
         workers = multiprocessing.active_children()
-        if workers:
-            os.kill(workers[0].pid, signal.SIGKILL)
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGKILL)
         return bool(workers)
 
-    summary = record_killing_one_worker(tmp_path / "ds", kill_a_worker, workers=2)
-    assert summary.episodes == 4 and summary.retried >= 1
-    assert_same_episodes(tmp_path / "ds", tiny_demos)
-    assert not list((tmp_path / "ds" / "episodes").glob(".*"))  # no temp file left behind
+    # A kill lands mid-episode only if a worker still has one: the worker whose episode just landed can be
+    # waiting for its next, and the other can have finished too (episodes are ~0.1 s). Every try must give the
+    # single-process dataset; at least one of three must have had an episode to retry.
+    for attempt in range(3):
+        out = tmp_path / f"ds{attempt}"
+        summary = record_killing_one_worker(out, kill_the_workers, workers=2)
+        assert summary.episodes == 4
+        assert_same_episodes(out, tiny_demos)
+        assert not list((out / "episodes").glob(".*"))  # no temp file left behind
+        if summary.retried:
+            break
+    else:
+        pytest.fail("no killed worker was mid-episode in three recordings")
 
 
 def test_an_unknown_backend_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
