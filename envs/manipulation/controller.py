@@ -8,12 +8,13 @@ It works on its own ``MjData`` so solving never disturbs the simulated state.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 from scipy.linalg.lapack import dgesv
+
+from imitlab.core.scalars import norm
 
 #: Grip-site orientation the IK holds: z (approach axis) down, y (finger axis) along -world y.
 DOWN = np.diag([1.0, -1.0, -1.0])
@@ -98,7 +99,7 @@ class IKController:
             self._forward(q)
             np.subtract(target, site_xpos, out=err[:3])
             err[3:] = _rotation_error(site_xmat)
-            if math.sqrt(err.dot(err)) < self.tolerance:
+            if norm(err) < self.tolerance:
                 break
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site_id)
             jac[:3] = self._jacp[:, self.dof_adr]
