@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-from scipy.linalg.lapack import dgesv
 
 from imitlab.core.scalars import norm
 
@@ -29,15 +28,6 @@ def _rotation_error(xmat: np.ndarray) -> list[float]:
     two entries; Python floats, because numpy's per-element indexing costs more here than the arithmetic."""
     r10, r01, r20, r02, r21, r12 = (float(xmat[i]) for i in (3, 1, 6, 2, 7, 5))
     return [0.5 * (r21 - r12), 0.5 * (r20 + r02), 0.5 * (-r10 - r01)]
-
-
-def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.linalg.solve(a, b)`` for one small system: the same LAPACK ``gesv`` (same result), a quarter of the
-    overhead; a singular ``a`` raises as numpy does."""
-    x, info = dgesv(a, b)[2:]
-    if info > 0:
-        raise np.linalg.LinAlgError("Singular matrix")
-    return x
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,8 @@ class IKController:
 
         This runs every control step, so it works in preallocated buffers and skips numpy's wrappers where a
         plain operation gives the same numbers (``np.linalg.norm`` is ``sqrt(x.dot(x))``, ``np.clip`` is
-        ``minimum(maximum())``, ``np.linalg.solve`` is LAPACK's ``gesv``). The arithmetic and the memory layouts
+        ``minimum(maximum())``). The linear solves stay numpy's: scipy's LAPACK is another OpenBLAS build, whose
+        kernels round differently from numpy's on some CPUs (AVX-512 Xeons). The arithmetic and the memory layouts
         are the same (BLAS rounds by layout), so trajectories are bit-identical to the plain version's
         (``test_ik_equals_plain_numpy_bit_for_bit``).
         """
@@ -107,7 +98,7 @@ class IKController:
             jjt = jac @ jac.T
             posture = self.posture_gain * (HOME_QPOS - q)
             # The posture step is projected with the undamped pseudo-inverse: it must not leak into the task.
-            posture -= jac.T @ _solve(jjt, jac @ posture)
-            dq = jac.T @ _solve(jjt + self._damping, err) + posture
+            posture -= jac.T @ np.linalg.solve(jjt, jac @ posture)
+            dq = jac.T @ np.linalg.solve(jjt + self._damping, err) + posture
             q = np.minimum(np.maximum(q + dq, self.q_low), self.q_high)
         return q
