@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import cv2
 import pytest
@@ -15,7 +16,7 @@ from imitlab.training.study import StudyConfig, offline_correlation
 ARGS = ["study", "data-efficiency", "--env", "imitlab/Reach-v0", "--demos", "1,2", "--backbones", "nature_cnn",
         "--episodes", "2", "--perturbations", "noise", "--severity", "3", "--image-size", "48", "--epochs", "1",
         "--train-arg", "eval_episodes=1", "--train-arg", "val_fraction=0", "--offline-episodes", "1",
-        "--workers", "1", "--noise", "0"]
+        "--equal-updates", "--workers", "1", "--noise", "0"]
 
 
 @pytest.mark.slow
@@ -34,6 +35,9 @@ def test_microscopic_study_records_once_trains_every_cell_and_resumes(tmp_path):
     cell = json.loads((out / "cells" / "nature_cnn_n0002_s0.json").read_text())
     assert set(cell["success"]) == {"none", "noise"} and cell["offline"]["decisions"]["gripper"]["accuracy"] >= 0
     assert cv2.imread(str(out / "study.png")) is not None and "| nature_cnn | 2 |" in (out / "study.md").read_text()
+    epochs = {n: tomllib.loads((out / "runs" / f"nature_cnn_n000{n}_s0" / "config.toml").read_text())["epochs"]
+              for n in (1, 2)}
+    assert epochs == {1: 2, 2: 1}  # --equal-updates: half the demos, twice the epochs
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/last/policy.json"), *out.glob("cells/*.json")]}
     again = CliRunner().invoke(app, [*ARGS, "--out", str(out)])
     assert again.exit_code == 0, again.output

@@ -71,6 +71,10 @@ class StudyConfig:
     """Expert rollouts on the first held-out seeds whose frames score the offline decision metrics."""
     train: dict[str, Any] = field(default_factory=dict)
     """TrainConfig fields for every run, e.g. {"epochs": 10}."""
+    equal_updates: bool = False
+    """Scale each cell's ``epochs`` and ``eval_every`` by (largest demos / its demos), so that every cell takes
+    about the largest cell's gradient steps and validations: fewer demos then means less data, not less training
+    (the epochs given are the largest cell's)."""
     backbone_train: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per backbone, TrainConfig fields that override ``train`` (e.g. lite0's pooling)."""
     workers: int = 0
@@ -179,6 +183,10 @@ def _train_configs(config: StudyConfig, cells: list[StudyCell], demos: Path, out
         if (run / "last" / "policy.json").is_file():
             continue
         options = {**config.train, **config.backbone_train.get(cell.backbone, {})}
+        if config.equal_updates:
+            scale = max(1, round(config.demos[-1] / cell.demos))
+            for key in ("epochs", "eval_every"):
+                options[key] = scale * options.get(key, getattr(TrainConfig, key))
         options.setdefault("pretrained", cell.backbone == "lite0")
         options.setdefault("progress", progress)
         resume = (run / CHECKPOINT_DIR / STATE_FILE).is_file() and not read_progress(run)["finished"]

@@ -122,6 +122,9 @@ def data_efficiency_cmd(
     image_size: Optional[int] = typer.Option(None, help="Camera image size (env default if omitted)."),
     env_arg: list[str] = typer.Option([], help="Env constructor argument key=value (repeatable)."),
     epochs: int = typer.Option(10, min=1, help="Training epochs per run."),
+    equal_updates: bool = typer.Option(False, help="Scale each run's epochs (and eval_every) by largest/its demos: "
+                                       "every run about as many gradient steps as the largest, whose epochs "
+                                       "--epochs gives."),
     train_arg: list[str] = typer.Option([], help="TrainConfig field key=value for every run, or backbone:key=value "
                                         "for one backbone's (repeatable), e.g. lite0:pooling=spatial_softmax."),
     offline_episodes: int = typer.Option(5, min=0, help="Expert rollouts scoring the offline decision metrics."),
@@ -139,6 +142,7 @@ def data_efficiency_cmd(
         env_kwargs=parse_env_kwargs(env_arg, image_size), noise=noise, episodes=episodes,
         perturbations=tuple(p for p in perturbations.split(",") if p.strip()), severity=severity,
         offline_episodes=offline_episodes, train={"epochs": epochs, **common}, backbone_train=per_backbone,
+        equal_updates=equal_updates,
         workers=workers, backend=backend, address=address)
     summary = run_study(config)
     for p in summary["points"]:
