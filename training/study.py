@@ -335,9 +335,11 @@ def study_figure(summary: dict[str, Any]) -> Figure:
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=backbone)
         for entry in summary["paired"]:
             if part in entry:
-                ax.annotate(f"p={entry[part]['mcnemar_p']:.2g}", (entry["demos"], 2), fontsize=7, ha="center")
+                ax.annotate(f"p={entry[part]['mcnemar_p']:.2g}", (entry["demos"], 2), fontsize=7, ha="center",
+                            va="bottom", rotation=90 if len(config["demos"]) > 4 else 0)
         ax.set_xscale("log")
         ax.set_xticks(config["demos"], [str(n) for n in config["demos"]])
+        ax.set_xticks([], minor=True)  # a log axis labels its minor ticks (6x10^0, 3x10^1): only the sizes run
         ax.set_ylim(-5, 105)
         ax.set_xlabel("demonstrations")
         ax.set_ylabel("success %")
