@@ -255,6 +255,11 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             for label in report["agents"] for name in report["perturbations"]]
 
 
+def suite_cell_label(row: dict[str, Any]) -> str:
+    """A report row's cell as the tables name it (``clean``, ``noise@3``)."""
+    return Cell(row["perturbation"], row["severity"]).label
+
+
 def _base64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -274,7 +279,7 @@ def _html(report: dict[str, Any], png: Path) -> str:
         a, b = report["agents"]
         parts += [f"<h2>Paired: {esc(a)} - {esc(b)} on the same seeds</h2>", "<table><tr><th>cell</th><th>difference "
                   "(points)</th><th>95 % paired CI</th><th>McNemar p</th></tr>" + "".join(
-                      f"<tr><td>{esc(Cell(p['perturbation'], p['severity']).label)}</td>"
+                      f"<tr><td>{esc(suite_cell_label(p))}</td>"
                       f"<td>{100 * p['success_diff']:+.0f}</td><td>{100 * p['success_diff_ci95'][0]:+.0f} to "
                       f"{100 * p['success_diff_ci95'][1]:+.0f}</td><td>{p['mcnemar_p']:.3g}</td></tr>"
                       for p in report["paired"]) + "</table>"]

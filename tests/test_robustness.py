@@ -72,3 +72,17 @@ def test_an_episode_that_raises_or_crashes_is_listed_as_an_error_and_the_suite_g
         assert "RuntimeError: injected fault" in by_seed[seeds[0]]["error"]
         assert "SIGSEGV" in by_seed[seeds[2]]["error"]
         assert "error" not in by_seed[seeds[1]] and by_seed[seeds[1]]["length"] == 20  # ran to its time limit
+
+
+def test_cli_names_the_compared_policies_once_and_prints_the_paired_cells(tiny_run, tmp_path):
+    result = CliRunner().invoke(app, ["robustness", str(tiny_run), "--compare", "expert", "--perturbations", "noise",
+                                      "--severities", "3", "--episodes", "2", "--env-arg", "time_limit_s=1.0",
+                                      "--videos", "0", "--workers", "1", "--out", str(tmp_path / "report")],
+                                terminal_width=80)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"A = {tiny_run}" in result.output and "B = expert" in result.output
+    report = json.loads((tmp_path / "report" / "robustness.json").read_text())
+    for row in report["paired"]:  # each paired cell is printed with its difference and p
+        label = CLEAN if row["perturbation"] == CLEAN else f"{row['perturbation']}@{row['severity']}"
+        assert any([cell.strip() for cell in line.split("│")[1:3]] == [label, f"{100 * row['success_diff']:+.0f}"]
+                   for line in result.output.splitlines()), result.output

@@ -51,7 +51,7 @@ def robustness_cmd(
     from rich.table import Table
 
     from imitlab.agents import resolve_agents
-    from imitlab.evaluation.robustness import run_suite, summary_rows, write_suite_report
+    from imitlab.evaluation.robustness import run_suite, suite_cell_label, summary_rows, write_suite_report
 
     agents = {run: run} if compare is None else {run: run, compare: compare}
     if len(agents) == 1 and compare is not None:
@@ -62,12 +62,26 @@ def robustness_cmd(
                        list(range(seed_start, seed_start + episodes)), workers=workers or None,
                        video_dir=out / "videos", worst_videos=videos, backend=backend, address=address)
     paths = write_suite_report(report, out)
+    console = Console(highlight=False, soft_wrap=True)
+    # Agents are letters in the tables (a run's path would be cut to the same prefix for both), named once here.
+    letters = {label: chr(ord("A") + i) for i, label in enumerate(report["agents"])}
+    for label, letter in letters.items():
+        console.print(f"{letter} = {label}")
     table = Table(title=f"success on {episodes} held-out seeds per cell (95 % Wilson interval)")
     for head in ["agent", "perturbation", "clean", *(f"severity {s}" for s in report["severities"])]:
         table.add_column(head)
-    for row in summary_rows(report):
-        table.add_row(*row)
-    Console(highlight=False, soft_wrap=True).print(table)
+    for label, *row in summary_rows(report):
+        table.add_row(letters[label], *row)
+    console.print(table)
+    if report.get("paired"):
+        paired = Table(title="paired on the same seeds: A - B (Newcombe 95 % interval, exact McNemar p)")
+        for head in ["cell", "difference (points)", "95 % CI", "McNemar p"]:
+            paired.add_column(head)
+        for p in report["paired"]:
+            lo, hi = p["success_diff_ci95"]
+            paired.add_row(suite_cell_label(p), f"{100 * p['success_diff']:+.0f}", f"{100 * lo:+.0f} to {100 * hi:+.0f}",
+                           f"{p['mcnemar_p']:.2g}")
+        console.print(paired)
     typer.echo(f"report: {paths['html']} (plot {paths['plot']}, data {paths['json']})")
 
 
