@@ -9,7 +9,8 @@ Latency per control step = one ``act`` of an episode controller on single observ
 and ``gmm`` run the model every step; ``chunk ensemble`` too (ACT's temporal ensembling), ``chunk open`` only
 every H steps (the mean over steps is printed). torch and onnxruntime get ``--threads`` intra-op threads.
 
-    python benchmarks/bench_heads.py [--backbone lite0] [--size 84] [--batch 64] [--rounds 3] [--threads 1]
+    python benchmarks/bench_heads.py [--backbone lite0] [--size 84] [--batch 64] [--chunk-modes 1] [--rounds 3]
+                                     [--threads 1]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _policy(head: str, args: argparse.Namespace) -> ImagePolicy:
     torch.manual_seed(0)
     return ImagePolicy(PolicyConfig(backbone=args.backbone, pretrained=False, pooling=args.pooling,
                                     image_size=args.size, state_dim=STATE_DIM, action_dim=ACTION_DIM, head=head,
-                                    chunk_size=args.chunk_size))
+                                    chunk_size=args.chunk_size, chunk_modes=args.chunk_modes if head == "chunk" else 1))
 
 
 def train_seconds(policy: ImagePolicy, args: argparse.Namespace, steps: int) -> float:
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=84)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=10)
+    parser.add_argument("--chunk-modes", type=int, default=1, help="chunk proposals (recipes/detour_chunk.toml: 2)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of every head")
     parser.add_argument("--train-steps", type=int, default=3, help="training steps per head per round")
     parser.add_argument("--latency-steps", type=int, default=200, help="control steps per head per round")
@@ -115,7 +117,8 @@ def main() -> None:
                         step_ms(predict, execution, observations, args.latency_steps))
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     print(f"\n{args.backbone} ({args.pooling}), {args.size} px, batch {args.batch} for training, chunk size "
-          f"{args.chunk_size}, {args.threads} thread(s); medians over {args.rounds} alternating rounds")
+          f"{args.chunk_size}, {args.chunk_modes} chunk proposal(s), {args.threads} thread(s); medians over "
+          f"{args.rounds} alternating rounds")
     mlp_rate = args.batch / statistics.median(train_s["mlp"])
     print(f"{'head':<16} {'train samples/s':>15} {'vs mlp':>7} {'torch ms/step':>14} {'onnx ms/step':>13} "
           f"{'onnx vs mlp':>12}")
