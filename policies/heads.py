@@ -146,7 +146,9 @@ class ChunkHead(nn.Module):
         self.command_token = nn.Linear(command_dim, CHUNK_WIDTH) if command_dim else None
         memory = cameras * (self.positions + 1) + (1 if state_dim else 0) + (1 if command_dim else 0)
         self.position = nn.Parameter(0.02 * torch.randn(1, memory, CHUNK_WIDTH))
-        self.queries = nn.Parameter(0.02 * torch.randn(1, chunk_size, CHUNK_WIDTH))
+        # Unit-scale queries, as ACT's (DETR's) query embedding: at 0.02 they were drowned by the unit-scale proposal
+        # embedding and, after the decoder's post-norms, every step of a chunk came out the same action.
+        self.queries = nn.Parameter(torch.randn(1, chunk_size, CHUNK_WIDTH))
         # One proposal keeps the parameters (and checkpoints) of the head before proposals existed.
         self.mode_embedding = nn.Parameter(torch.randn(1, modes, 1, CHUNK_WIDTH)) if modes > 1 else None
         self.mode_logit = nn.Linear(CHUNK_WIDTH, 1) if modes > 1 else None
