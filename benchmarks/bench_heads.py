@@ -40,7 +40,8 @@ def _policy(head: str, args: argparse.Namespace) -> ImagePolicy:
     torch.manual_seed(0)
     return ImagePolicy(PolicyConfig(backbone=args.backbone, pretrained=False, pooling=args.pooling,
                                     image_size=args.size, state_dim=STATE_DIM, action_dim=ACTION_DIM, head=head,
-                                    chunk_size=args.chunk_size, chunk_modes=args.chunk_modes if head == "chunk" else 1))
+                                    chunk_size=args.chunk_size,
+                                    chunk_modes=args.chunk_modes if head == "chunk" else 1))
 
 
 def train_seconds(policy: ImagePolicy, args: argparse.Namespace, steps: int) -> float:

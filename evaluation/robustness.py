@@ -255,9 +255,16 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
             for label in report["agents"] for name in report["perturbations"]]
 
 
-def suite_cell_label(row: dict[str, Any]) -> str:
-    """A report row's cell as the tables name it (``clean``, ``noise@3``)."""
-    return Cell(row["perturbation"], row["severity"]).label
+#: Columns of ``paired_rows``.
+PAIRED_HEADER = ("cell", "difference (points)", "95 % paired CI", "McNemar p")
+
+
+def paired_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per cell of a two-policy report (none without ``--compare``): the cell, the first policy's success
+    minus the second's in points, its paired 95 % interval and the exact McNemar p."""
+    return [[Cell(p["perturbation"], p["severity"]).label, f"{100 * p['success_diff']:+.0f}",
+             f"{100 * p['success_diff_ci95'][0]:+.0f} to {100 * p['success_diff_ci95'][1]:+.0f}",
+             f"{p['mcnemar_p']:.3g}"] for p in report.get("paired", [])]
 
 
 def _base64(path: Path) -> str:
@@ -277,12 +284,10 @@ def _html(report: dict[str, Any], png: Path) -> str:
              "<h2>Success per cell</h2>", table]
     if report.get("paired"):
         a, b = report["agents"]
-        parts += [f"<h2>Paired: {esc(a)} - {esc(b)} on the same seeds</h2>", "<table><tr><th>cell</th><th>difference "
-                  "(points)</th><th>95 % paired CI</th><th>McNemar p</th></tr>" + "".join(
-                      f"<tr><td>{esc(suite_cell_label(p))}</td>"
-                      f"<td>{100 * p['success_diff']:+.0f}</td><td>{100 * p['success_diff_ci95'][0]:+.0f} to "
-                      f"{100 * p['success_diff_ci95'][1]:+.0f}</td><td>{p['mcnemar_p']:.3g}</td></tr>"
-                      for p in report["paired"]) + "</table>"]
+        parts += [f"<h2>Paired: {esc(a)} - {esc(b)} on the same seeds</h2>", "<table><tr>" + "".join(
+                      f"<th>{esc(h)}</th>" for h in PAIRED_HEADER) + "</tr>" + "".join(
+                      "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in paired_rows(report))
+                  + "</table>"]
     videos = []
     for v in report["videos"]:
         path = Path(v.get("video") or "")

@@ -51,7 +51,8 @@ def robustness_cmd(
     from rich.table import Table
 
     from imitlab.agents import resolve_agents
-    from imitlab.evaluation.robustness import run_suite, suite_cell_label, summary_rows, write_suite_report
+    from imitlab.evaluation.robustness import (PAIRED_HEADER, paired_rows, run_suite, summary_rows,
+                                              write_suite_report)
 
     agents = {run: run} if compare is None else {run: run, compare: compare}
     if len(agents) == 1 and compare is not None:
@@ -74,13 +75,11 @@ def robustness_cmd(
         table.add_row(letters[label], *row)
     console.print(table)
     if report.get("paired"):
-        paired = Table(title="paired on the same seeds: A - B (Newcombe 95 % interval, exact McNemar p)")
-        for head in ["cell", "difference (points)", "95 % CI", "McNemar p"]:
+        paired = Table(title="paired on the same seeds: A - B (Newcombe interval, exact McNemar p)")
+        for head in PAIRED_HEADER:
             paired.add_column(head)
-        for p in report["paired"]:
-            lo, hi = p["success_diff_ci95"]
-            paired.add_row(suite_cell_label(p), f"{100 * p['success_diff']:+.0f}", f"{100 * lo:+.0f} to {100 * hi:+.0f}",
-                           f"{p['mcnemar_p']:.2g}")
+        for row in paired_rows(report):
+            paired.add_row(*row)
         console.print(paired)
     typer.echo(f"report: {paths['html']} (plot {paths['plot']}, data {paths['json']})")
 
