@@ -17,6 +17,7 @@ observations (a route command) reach the gmm head one-hot beside the state, and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -145,9 +146,11 @@ class ChunkHead(nn.Module):
         self.state_token = nn.Linear(state_dim, CHUNK_WIDTH) if state_dim else None
         self.command_token = nn.Linear(command_dim, CHUNK_WIDTH) if command_dim else None
         memory = cameras * (self.positions + 1) + (1 if state_dim else 0) + (1 if command_dim else 0)
-        self.position = nn.Parameter(0.02 * torch.randn(1, memory, CHUNK_WIDTH))
-        # Unit-scale queries, as ACT's (DETR's) query embedding: at 0.02 they were drowned by the unit-scale proposal
-        # embedding and, after the decoder's post-norms, every step of a chunk came out the same action.
+        self.lengths = (memory, modes * chunk_size)  # tokens and queries: plain ints, so ONNX reshapes are constant
+        # Unit-scale position embeddings and queries, as ACT's (DETR's). At 0.02 the positions were drowned by the
+        # tokens, so the encoder saw a bag of map cells and lost where the obstacle is; the queries were drowned by the
+        # proposal embedding and, after the decoder's post-norms, every step of a chunk came out the same action.
+        self.position = nn.Parameter(torch.randn(1, memory, CHUNK_WIDTH))
         self.queries = nn.Parameter(torch.randn(1, chunk_size, CHUNK_WIDTH))
         # One proposal keeps the parameters (and checkpoints) of the head before proposals existed.
         self.mode_embedding = nn.Parameter(torch.randn(1, modes, 1, CHUNK_WIDTH)) if modes > 1 else None
@@ -171,10 +174,14 @@ class ChunkHead(nn.Module):
             tokens.append(self.state_token(state).unsqueeze(1))
         if self.command_token is not None and command is not None:
             tokens.append(self.command_token(command).unsqueeze(1))
-        memory = self.encoder(torch.cat(tokens, dim=1) + self.position)
+        tokens = torch.cat(tokens, dim=1) + self.position
         queries = self.queries if self.mode_embedding is None else (
             self.queries.unsqueeze(1) + self.mode_embedding).reshape(1, self.modes * self.chunk_size, CHUNK_WIDTH)
-        decoded = self.decoder(queries.expand(memory.shape[0], -1, -1), memory)
+        queries = queries.expand(tokens.shape[0], -1, -1)
+        if self.training:  # torch's layers: their dropout, and their fused kernels for the backward pass
+            decoded = self.decoder(queries, self.encoder(tokens))
+        else:
+            decoded = _decode(self.encoder, self.decoder, tokens, queries, self.lengths)
         raw = self.out(decoded)
         # Clipped to the action range, not squashed: a saturated tanh under L1 gets stuck at +-1 (Adam at 1e-3
         # saturates it within a step). Training passes the gradient straight through the clip (as unbounded ACT).
@@ -182,7 +189,10 @@ class ChunkHead(nn.Module):
         if self.mode_logit is None:
             return {"action": chunk[:, 0], "action_chunk": chunk}
         proposals = chunk.reshape(-1, self.modes, self.chunk_size, chunk.shape[-1])
-        logits = self.mode_logit(decoded.reshape(-1, self.modes, self.chunk_size, CHUNK_WIDTH).mean(2)).squeeze(-1)
+        # The logits read the decoded chunks without training them: which proposal a straight-ahead demo is nearest
+        # is a coin toss, and that unlearnable cross-entropy (~ln 2) drowned the chunks' L1 in the shared layers.
+        logits = self.mode_logit(decoded.detach().reshape(-1, self.modes, self.chunk_size, CHUNK_WIDTH).mean(2))
+        logits = logits.squeeze(-1)
         best = torch.argmax(logits, dim=1).reshape(-1, 1, 1, 1).expand(-1, 1, *proposals.shape[2:])
         likeliest = proposals.gather(1, best).squeeze(1)
         return {"action": likeliest[:, 0], "action_chunk": likeliest, "chunk_logits": logits,
@@ -194,17 +204,50 @@ class ChunkHead(nn.Module):
         weight = (torch.ones(actions.shape[:2], device=actions.device) if mask is None else mask).to(actions.dtype)
         if self.mode_logit is None:
             return _masked_l1(outputs["action_chunk"], actions, weight)
-        errors = _masked_l1(outputs["chunk_proposals"], actions.unsqueeze(1), weight.unsqueeze(1), dims=(2, 3))
-        nearest = errors.detach().argmin(dim=1)
+        proposals, demo, weight = outputs["chunk_proposals"], actions.unsqueeze(1), weight.unsqueeze(1)
+        errors = _masked_l1(proposals, demo, weight, dims=(2, 3))
+        # Nearest in squared error: a chunk's few large steps (a swerve to come) decide which proposal learns it.
+        # By L1 the many small steps (noise around straight ahead) decided as much, the winner was a coin toss on
+        # either side's demos, and both proposals stayed at L1's compromise between the sides: no swerve at all.
+        nearest = _masked_l1(proposals.detach(), demo, weight, dims=(2, 3), power=2).argmin(dim=1)
         winner = errors.gather(1, nearest.unsqueeze(1)).mean()
         return ((1.0 - CHUNK_LOSER_WEIGHT) * winner + CHUNK_LOSER_WEIGHT * errors.mean()
                 + F.cross_entropy(outputs["chunk_logits"], nearest))
 
 
-def _masked_l1(chunks: Tensor, actions: Tensor, weight: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:
-    """Mean |chunks - actions| over the action entries of the steps ``weight`` (..., H) keeps: over everything, or
-    per row over ``dims`` (the step and action axes)."""
-    error = (chunks - actions).abs() * weight.unsqueeze(-1)
+def _decode(encoder: nn.TransformerEncoder, decoder: nn.TransformerDecoder, tokens: Tensor, queries: Tensor,
+            lengths: tuple[int, int]) -> Tensor:
+    """``decoder(queries, encoder(tokens))`` in eval mode, written as the post-norm layers' plain products with the
+    token and query ``lengths`` as constants: the same numbers (``test_heads.py``), and an ONNX graph of ~350 nodes
+    instead of ~1,000, most of them nn.MultiheadAttention's shape arithmetic (at batch 1 on a small encoder,
+    onnxruntime spent a third of the step on it: ``benchmarks/bench_heads.py``)."""
+    memory = tokens
+    for layer in encoder.layers:
+        memory = layer.norm1(memory + _attend(layer.self_attn, memory, memory, lengths[0], lengths[0]))
+        memory = layer.norm2(memory + layer.linear2(F.relu(layer.linear1(memory))))
+    decoded = queries
+    for layer in decoder.layers:
+        decoded = layer.norm1(decoded + _attend(layer.self_attn, decoded, decoded, lengths[1], lengths[1]))
+        decoded = layer.norm2(decoded + _attend(layer.multihead_attn, decoded, memory, lengths[1], lengths[0]))
+        decoded = layer.norm3(decoded + layer.linear2(F.relu(layer.linear1(decoded))))
+    return decoded
+
+
+def _attend(attention: nn.MultiheadAttention, query: Tensor, keys: Tensor, query_len: int, keys_len: int) -> Tensor:
+    """``attention(query, keys, keys)`` (batch first, no mask, eval mode) as scaled dot products per head."""
+    heads, width = attention.num_heads, attention.embed_dim
+    weights, biases = attention.in_proj_weight.chunk(3), attention.in_proj_bias.chunk(3)
+    q, k, v = (F.linear(x, w, b).reshape(-1, n, heads, width // heads).transpose(1, 2)
+               for x, n, w, b in zip((query, keys, keys), (query_len, keys_len, keys_len), weights, biases))
+    scores = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(width // heads), dim=-1)
+    return attention.out_proj((scores @ v).transpose(1, 2).reshape(-1, query_len, width))
+
+
+def _masked_l1(chunks: Tensor, actions: Tensor, weight: Tensor, dims: tuple[int, ...] | None = None,
+               power: int = 1) -> Tensor:
+    """Mean |chunks - actions| (to ``power``) over the action entries of the steps ``weight`` (..., H) keeps: over
+    everything, or per row over ``dims`` (the step and action axes)."""
+    error = (chunks - actions).abs().pow(power) * weight.unsqueeze(-1)
     if dims is None:
         return error.sum() / (weight.sum() * error.shape[-1]).clamp(min=1.0)
     return error.sum(dim=dims) / (weight.sum(dim=-1) * error.shape[-1]).clamp(min=1.0)

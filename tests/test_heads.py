@@ -81,7 +81,7 @@ def test_each_head_trains_and_its_loss_falls_on_a_toy_batch(head, one_thread):
     actions, mask = (targets, mask) if head == "chunk" else (targets[:, 0], None)
     optimizer = torch.optim.Adam(policy.head_parameters(), lr=1e-3 * LR_SCALES[head])  # as make_optimizer
     losses = []
-    for _ in range(30):
+    for _ in range(60):
         loss = policy.loss(policy.head_outputs(features, state), actions, mask)
         optimizer.zero_grad()
         loss.backward()
@@ -143,6 +143,40 @@ def test_chunk_proposals_keep_both_ways_and_their_logits_the_proportions(one_thr
         optimizer.step()
     assert proposals.detach().numpy().ravel() == pytest.approx([0.6] * 3 + [-0.6] * 3, abs=0.05)
     assert torch.softmax(logits.detach(), dim=1)[0].numpy() == pytest.approx([0.7, 0.3], abs=0.05)
+
+
+def test_the_proposal_nearest_in_squared_error_learns_a_chunk_whose_few_large_steps_differ(one_thread):
+    """A demo chunk of small steps around 0 and one large step to come (a swerve): proposal 0 has the swerve's
+    sign and a little offset on every small step, proposal 1 the small steps exactly and the opposite swerve. By L1
+    proposal 1 is nearer (the many small steps outweigh the one large one); by squared error proposal 0 is, and it
+    alone takes the winner's share of the gradient, so it is the one that moves towards the swerve."""
+    head = ImagePolicy(PolicyConfig(backbone="nature_cnn", pretrained=False, image_size=48, state_dim=0,
+                                    action_dim=1, head="chunk", chunk_size=10, chunk_modes=2)).head
+    demo = torch.zeros(1, 10, 1)
+    demo[0, 9, 0] = 0.6
+    proposals = torch.zeros(1, 2, 10, 1)
+    proposals[0, 0, :9, 0], proposals[0, 0, 9, 0] = 0.1, 0.3  # L1 1.2, squared 0.18
+    proposals[0, 1, 9, 0] = -0.2  # L1 0.8, squared 0.64
+    proposals.requires_grad_(True)
+    head.loss({"chunk_proposals": proposals, "chunk_logits": torch.zeros(1, 2)}, demo,
+              torch.ones(1, 10, dtype=torch.bool)).backward()
+    steps = proposals.grad[0, :, 9, 0].abs()
+    assert steps[0] > 10 * steps[1]
+
+
+def test_the_chunk_heads_export_path_computes_what_torchs_transformer_layers_do(one_thread):
+    """In eval mode (validation, export, serving) the chunk head runs its transformer as plain products (a far smaller
+    ONNX graph); in training mode, torch's layers. Without dropout, the same weights give the same chunks."""
+    torch.manual_seed(0)
+    policy = ImagePolicy(PolicyConfig(backbone="nature_cnn", pretrained=False, image_size=48, state_dim=3,
+                                      action_dim=2, head="chunk", chunk_size=4, chunk_modes=2))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        features = policy.encode([torch.randint(0, 256, (3, 48, 48, 3), dtype=torch.uint8, generator=generator)])
+        state = torch.randn(3, 3, generator=generator)
+        trained = policy.head.train().outputs(features, state)["chunk_proposals"]
+        exported = policy.head.eval().outputs(features, state)["chunk_proposals"]
+    assert torch.allclose(exported, trained, atol=1e-5) and not torch.equal(exported[:, 0], exported[:, 1])
 
 
 def test_ensembling_proposals_keeps_to_the_plan_open_loop_takes_the_likeliest():
