@@ -26,6 +26,7 @@ TASKS: dict[str, str] = {
     "imitlab/LaneFollow-v0": "imitlab.envs.driving:LaneFollowEnv",
     "imitlab/Detour-v0": "imitlab.envs.detour:DetourEnv",
     "imitlab/Detour-v1": "imitlab.envs.detour:DetourV1Env",
+    "imitlab/Detour-v2": "imitlab.envs.detour:DetourV2Env",
     "imitlab/Reach-v0": "imitlab.envs.manipulation:ReachEnv",
     "imitlab/Push-v0": "imitlab.envs.manipulation:PushEnv",
     "imitlab/PickPlace-v0": "imitlab.envs.manipulation:PickPlaceEnv",

@@ -7,10 +7,15 @@ has little room left to pass (Detour-v1: none)."""
 
 from __future__ import annotations
 
+import mujoco
+import numpy as np
+
 from imitlab.core.scalars import clamp
 from imitlab.envs.detour import DetourEnv
 from imitlab.envs.driving_expert import LOOKAHEAD_BASE, LOOKAHEAD_GAIN, LaneFollowExpert, curve_speed
 
+#: What the look-ahead through pending actions saves and restores: everything that integrates.
+_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 #: Top speed (m/s): slower than on LaneFollow, the swerve is a lane change within ~1.5 s.
 CRUISE_SPEED = 7.0
 
@@ -21,6 +26,25 @@ class DetourExpert(LaneFollowExpert):
     def __init__(self, env: DetourEnv):
         super().__init__(env)
         self.env: DetourEnv = env
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """LaneFollow's pursuit; with an actuator latency (``ACTION_DELAY``), from where the car will be when this
+        action applies: the simulation is run ahead through the actions still pending, then put back as it was."""
+        env = self.env
+        if not env.ACTION_DELAY:
+            return super().act(obs)
+        model, data, car = env.model, env.data, env.car
+        state = np.empty(mujoco.mj_stateSize(model, _STATE))
+        mujoco.mj_getState(model, data, state, _STATE)
+        damping, throttle = model.dof_damping.copy(), car.throttle
+        try:
+            for pending in env.pending_actions():
+                car.step(pending)
+            return super().act(obs)
+        finally:
+            mujoco.mj_setState(model, data, state, _STATE)
+            model.dof_damping[:], car.throttle = damping, throttle
+            mujoco.mj_forward(model, data)
 
     def _offset(self, s: float) -> float:
         layout = self.env.LAYOUT

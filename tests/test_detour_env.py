@@ -1,6 +1,7 @@
-"""Detour-v0 and v1: seeded layout and hidden coin, the expert passes on the coin's side, the average of both sides
+"""Detour-v0, v1 and v2: seeded layout and hidden coin, the expert passes on the coin's side, the average of both sides
 hits the barrier (why the task is multimodal), on v1 even a policy that averages only a moment longer than the
-expert before committing does, and bad arguments are one line."""
+expert before committing does, v2 delays every action by two steps and its expert plans through them, and bad
+arguments are one line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from imitlab.envs import make_env
-from imitlab.envs.detour import MIN_ROUTE_LENGTH, DetourEnv, DetourV1Env
+from imitlab.envs.detour import MIN_ROUTE_LENGTH, DetourEnv, DetourV1Env, DetourV2Env
 from imitlab.envs.detour_expert import DetourExpert
 
 from test_cli_errors import one_error_line, run_cli
@@ -97,7 +98,7 @@ def averaging(env: DetourEnv, wait: int | None):
     return act
 
 
-@pytest.mark.parametrize("env_class", [DetourEnv, DetourV1Env])
+@pytest.mark.parametrize("env_class", [DetourEnv, DetourV1Env, DetourV2Env])
 def test_the_average_of_both_sides_hits_the_barrier(env_class) -> None:
     env = env_class(image_size=SIZE)
     try:
@@ -129,6 +130,36 @@ def test_on_v1_the_expert_passes_and_committing_a_moment_later_hits_the_barrier(
         assert info["is_success"]
     finally:
         env.close()
+
+
+def test_on_v2_an_action_applies_two_steps_later_and_the_expert_plans_through_the_pending_ones() -> None:
+    """v2 is v1 with a 0.2 s actuator latency: its states under actions A are v1's under two zero actions then A.
+    The expert, which runs the simulation ahead through the pending actions to plan, leaves it as it was, and
+    passes on either side."""
+    v1, v2 = DetourV1Env(image_size=SIZE), DetourV2Env(image_size=SIZE)
+    try:
+        actions = [np.array([0.6 * np.sin(k / 3), 0.5], np.float32) for k in range(12)]
+        v1.reset(seed=4)
+        v2.reset(seed=4)
+        late = [v1.step(a)[0]["state"] for a in [np.zeros(2, np.float32)] * 2 + actions[:-2]]
+        assert np.array_equal(np.stack(late), np.stack([v2.step(a)[0]["state"] for a in actions]))
+
+        for seed in (2, 3):
+            expert = DetourExpert(v2)
+            expert.reset()
+            obs, _ = v2.reset(seed=seed)
+            for _ in range(5):
+                obs = v2.step(np.array([0.3, 0.8], np.float32))[0]
+            before = (v2.data.qpos.copy(), v2.data.qvel.copy(), v2.data.qacc_warmstart.copy(), v2.car.throttle)
+            expert.act(obs)
+            after = (v2.data.qpos, v2.data.qvel, v2.data.qacc_warmstart, v2.car.throttle)
+            assert all(np.array_equal(b, a) for b, a in zip(before, after))
+            expert.reset()
+            info, widest = drive(v2, seed, expert.act)
+            assert info["is_success"] and np.sign(widest) == v2.pass_side and abs(widest) > 2.0, (seed, info)
+    finally:
+        v1.close()
+        v2.close()
 
 
 def test_metrics_name_the_collision() -> None:
