@@ -126,9 +126,9 @@ class TrainConfig:
     """``cpu``, ``cuda`` (bf16 autocast, pinned non-blocking transfers) or ``auto`` (CUDA when present)."""
     compile: bool = False
     """Compile the training step's forward pass (and with it the backward) with ``torch.compile`` (inductor, which
-    needs a C++ compiler): 7-20 s per batch shape, two per run (full batches and the last), then nature_cnn trains
-    1.05x (fp32) to 1.5x (bf16) faster on a 2-core CPU (``benchmarks/bench_train.py``). Frozen-feature caches train
-    their head uncompiled; not with ``nproc``."""
+    needs a C++ compiler): 7-20 s per batch shape, two per run (full batches and the last), then nature_cnn's steps
+    run ~1.05x (fp32) to ~1.1x (on top of bf16) faster on a 2-core CPU (``benchmarks/bench_train.py``). Frozen-feature
+    caches train their head uncompiled; not with ``nproc``."""
     precision: str = "auto"
     """Training's forward pass: ``bf16`` (autocast; weights, gradients and the optimiser stay fp32), ``fp32``, or
     ``auto`` (bf16 on CUDA, fp32 on the CPU). On a CPU with native bf16 (AMX or AVX512-BF16, ``lscpu``) bf16 trains
