@@ -66,9 +66,6 @@ def export_onnx(policy: ImagePolicy, path: Path) -> Path:
             warnings.simplefilter("ignore", DeprecationWarning)
             # Lite0's strided slices cannot be constant-folded; harmless, the graph just keeps the Slice ops.
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-            # A chunk head's attention checks its input shapes in Python; they are fixed by the config, so the
-            # constants the tracer records are right for every batch size.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(_AllOutputs(policy), example, str(path), input_names=names, output_names=outputs,
                               dynamic_axes={name: {0: "batch"} for name in [*names, *outputs]},
                               opset_version=OPSET, dynamo=False)
