@@ -39,8 +39,8 @@ from imitlab.training.config import RUN_CONFIG, TrainConfig, save_run_config
 from imitlab.training.distributed import NullWriter, Ranks, init_process_group, launch, under_launcher
 from imitlab.training.features import FeatureBatch, FrozenFeatures
 from imitlab.training.guard import NonFiniteGuard
-from imitlab.training.prefetch import prepared_ahead
 from imitlab.training.optim import cosine_schedule, make_optimizer, weight_average
+from imitlab.training.prefetch import prepared_ahead
 from imitlab.training.resume import TrainingState, claim_run_dir, load_checkpoint, save_checkpoint
 
 #: ``source`` attribute of episodes collected by DAgger (policy in control, expert labels).
