@@ -181,8 +181,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="batch-1 inference calls per model")
     parser.add_argument("--sizes", type=int, nargs="+", default=[84, 96])
     parser.add_argument("--vs-imitation", action="store_true", help="imitlab train vs imitation's BC, alternated")
-    parser.add_argument("--episodes", type=int, default=30,
-                        help="--vs-imitation: recorded episodes (~5,600 transitions: per-epoch costs amortised as in a recipe)")
+    parser.add_argument("--episodes", type=int, default=30, help="--vs-imitation: recorded episodes (~5,600 "
+                        "transitions: per-epoch costs amortised as in a recipe)")
     parser.add_argument("--epochs", type=int, default=4, help="--vs-imitation: epochs per run (the first untimed)")
     parser.add_argument("--rounds", type=int, default=3, help="--vs-imitation: alternated rounds")
     args = parser.parse_args()

@@ -147,9 +147,11 @@ class DetourEnv(LaneFollowEnv):
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         # A non-finite action is not queued: it ends the episode now, as on the other versions.
-        if self.ACTION_DELAY and nonfinite_action(np.asarray(action, np.float64).reshape(-1)) is None:
-            self._pending.append(np.asarray(action, np.float64).reshape(2))
-            action = self._pending.popleft()
+        if self.ACTION_DELAY:
+            given = np.asarray(action, np.float64).reshape(2)
+            if nonfinite_action(given) is None:
+                self._pending.append(given)
+                action = self._pending.popleft()
         obs, reward, terminated, truncated, info = super().step(action)
         if info["collision"] and not terminated:
             reward -= COLLISION_PENALTY

@@ -1,7 +1,8 @@
 """Where a policy runs: ``--device auto|cpu|cuda`` of training and evaluation, and what CUDA adds to a step.
 
-On CUDA a training step runs under bf16 autocast (no loss scaling needed, unlike fp16; on the CPU when asked), minibatches travel from
-pinned memory without blocking the host, and convolutions keep the channels-last layout the encoders already use.
+On CUDA a training step runs under bf16 autocast (no loss scaling needed, unlike fp16; on the CPU when asked),
+minibatches travel from pinned memory without blocking the host, and convolutions keep the channels-last layout the
+encoders already use.
 Weights are saved from CPU copies (safetensors), so a checkpoint does not depend on the device that wrote it.
 """
 
@@ -37,7 +38,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def autocast(device: torch.device, precision: str = "auto") -> ContextManager[Any]:
     """bf16 mixed precision on CUDA unless ``precision`` is fp32; on the CPU only when it is bf16, since CPUs without
-    native bf16 (AVX512-BF16, AMX) run it slower than fp32, and those with it 1.5x faster (benchmarks/bench_train.py)."""
+    native bf16 (AVX512-BF16, AMX) run it slower than fp32, and those with it ~1.4x faster (benchmarks/bench_train.py)."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)

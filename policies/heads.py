@@ -203,13 +203,13 @@ class ChunkHead(nn.Module):
         of the nearest (the others weigh ``CHUNK_LOSER_WEIGHT``) plus the cross-entropy of the logits naming it."""
         weight = (torch.ones(actions.shape[:2], device=actions.device) if mask is None else mask).to(actions.dtype)
         if self.mode_logit is None:
-            return _masked_l1(outputs["action_chunk"], actions, weight)
+            return _masked_error(outputs["action_chunk"], actions, weight)
         proposals, demo, weight = outputs["chunk_proposals"], actions.unsqueeze(1), weight.unsqueeze(1)
-        errors = _masked_l1(proposals, demo, weight, dims=(2, 3))
+        errors = _masked_error(proposals, demo, weight, dims=(2, 3))
         # Nearest in squared error: a chunk's few large steps (a swerve to come) decide which proposal learns it.
         # By L1 the many small steps (noise around straight ahead) decided as much, the winner was a coin toss on
         # either side's demos, and both proposals stayed at L1's compromise between the sides: no swerve at all.
-        nearest = _masked_l1(proposals.detach(), demo, weight, dims=(2, 3), power=2).argmin(dim=1)
+        nearest = _masked_error(proposals.detach(), demo, weight, dims=(2, 3), power=2).argmin(dim=1)
         winner = errors.gather(1, nearest.unsqueeze(1)).mean()
         return ((1.0 - CHUNK_LOSER_WEIGHT) * winner + CHUNK_LOSER_WEIGHT * errors.mean()
                 + F.cross_entropy(outputs["chunk_logits"], nearest))
@@ -243,9 +243,9 @@ def _attend(attention: nn.MultiheadAttention, query: Tensor, keys: Tensor, query
     return attention.out_proj((scores @ v).transpose(1, 2).reshape(-1, query_len, width))
 
 
-def _masked_l1(chunks: Tensor, actions: Tensor, weight: Tensor, dims: tuple[int, ...] | None = None,
+def _masked_error(chunks: Tensor, actions: Tensor, weight: Tensor, dims: tuple[int, ...] | None = None,
                power: int = 1) -> Tensor:
-    """Mean |chunks - actions| (to ``power``) over the action entries of the steps ``weight`` (..., H) keeps: over
+    """Mean |chunks - actions| (to ``power``: 1 is L1) over the action entries of the steps ``weight`` (..., H) keeps: over
     everything, or per row over ``dims`` (the step and action axes)."""
     error = (chunks - actions).abs().pow(power) * weight.unsqueeze(-1)
     if dims is None:

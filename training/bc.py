@@ -213,8 +213,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             policy.train()
-            bar = tqdm(prepared_ahead(train_data, augmented), total=len(train_data), desc=f"epoch {epoch}/{config.epochs}",
-                       unit="batch", disable=not config.progress)
+            bar = tqdm(prepared_ahead(train_data, augmented), total=len(train_data),
+                       desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not config.progress)
             losses = []
             for batch in bar:
                 loss = batch_loss(policy, batch, train_outputs)

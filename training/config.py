@@ -132,7 +132,7 @@ class TrainConfig:
     precision: str = "auto"
     """Training's forward pass: ``bf16`` (autocast; weights, gradients and the optimiser stay fp32), ``fp32``, or
     ``auto`` (bf16 on CUDA, fp32 on the CPU). On a CPU with native bf16 (AMX or AVX512-BF16, ``lscpu``) bf16 trains
-    nature_cnn about 1.5x faster; on others it is slower. Validation, export and serving stay fp32."""
+    nature_cnn about 1.4x faster; on others it is slower. Validation, export and serving stay fp32."""
     nproc: int = 1
     """Data-parallel training processes on this machine (torch.distributed: gloo on CPU, NCCL on CUDA); each
     decodes its shard of the episodes and rank 0 alone validates, checkpoints and logs. ``torchrun`` works too.
